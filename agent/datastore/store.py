@@ -1,0 +1,186 @@
+"""The configuration datastores: running, candidate, startup.
+
+Content is an immutable-by-convention lxml tree: every change builds a new
+tree (a copy edited in private) and swaps it in, so a failed operation leaves
+the old tree untouched. ``startup`` is persisted atomically (temp file, fsync,
+rename, fsync of the directory). Changes to ``running`` go through the
+two-phase :class:`~agent.datastore.transaction.Transaction` so the backends
+(kernel, keepalived) accept them before running changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lxml import etree
+
+from agent.datastore.schema import Schema
+from agent.datastore.transaction import Subscriber, run_transaction
+from agent.datastore.tree import new_root
+from agent.protocol.errors import PROTOCOL, RpcError, session_id_info
+from agent.protocol.xmlparse import parse
+
+log = logging.getLogger(__name__)
+
+NAMES = ("running", "candidate", "startup")
+
+
+@dataclass
+class Datastore:
+    name: str
+    tree: etree._Element = field(default_factory=new_root)
+    lock_owner: int | None = None
+    lock_time: float = 0.0
+    path: Path | None = None
+    modified_by: int | None = None  # candidate: session that changed it since last commit
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that a crash leaves the old or the new content."""
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+class Datastores:
+    """running + candidate + startup, their locks and the commit path to the backends."""
+
+    def __init__(
+        self,
+        schema: Schema,
+        state_dir: Path | None,
+        subscribers: list[Subscriber] | None = None,
+    ) -> None:
+        self.schema = schema
+        self.subscribers: list[Subscriber] = list(subscribers or [])
+        self.stores = {n: Datastore(n) for n in NAMES}
+        if state_dir is not None:
+            self.stores["startup"].path = Path(state_dir) / "startup.xml"
+        self.last_change = time.time()
+
+    def __getitem__(self, name: str) -> Datastore:
+        return self.stores[name]
+
+    # ------------------------------------------------------------------ startup
+    def load_startup(self) -> etree._Element:
+        """Read the persisted startup configuration (empty when none)."""
+        st = self.stores["startup"]
+        if st.path is not None and st.path.exists():
+            root = parse(st.path.read_bytes())
+            st.tree = root
+        return st.tree
+
+    # ------------------------------------------------------------------ locks
+    def check_writable(self, name: str, session_id: int) -> None:
+        ds = self.stores[name]
+        if ds.lock_owner is not None and ds.lock_owner != session_id:
+            raise RpcError(
+                "in-use",
+                f"the {name} datastore is locked by session {ds.lock_owner}",
+                type=PROTOCOL,
+                info=[session_id_info(ds.lock_owner)],
+            )
+
+    def lock(self, name: str, session_id: int) -> None:
+        ds = self.stores[name]
+        if ds.lock_owner is not None:
+            raise RpcError(
+                "lock-denied",
+                f"the {name} datastore is already locked by session {ds.lock_owner}",
+                type=PROTOCOL,
+                info=[session_id_info(ds.lock_owner)],
+            )
+        if name == "candidate" and ds.modified_by is not None:
+            raise RpcError(
+                "lock-denied",
+                "the candidate datastore has uncommitted changes; "
+                "commit or discard-changes first",
+                type=PROTOCOL,
+                info=[session_id_info(ds.modified_by if ds.modified_by != session_id else 0)],
+            )
+        ds.lock_owner = session_id
+        ds.lock_time = time.time()
+
+    def unlock(self, name: str, session_id: int) -> None:
+        ds = self.stores[name]
+        if ds.lock_owner is None:
+            raise RpcError(
+                "operation-failed", f"the {name} datastore is not locked", type=PROTOCOL
+            )
+        if ds.lock_owner != session_id:
+            raise RpcError(
+                "lock-denied",
+                f"the {name} datastore is locked by session {ds.lock_owner}",
+                type=PROTOCOL,
+                info=[session_id_info(ds.lock_owner)],
+            )
+        ds.lock_owner = None
+        if name == "candidate":
+            # RFC 6241 §8.3.5.2: releasing the candidate lock discards uncommitted changes
+            self.discard_changes()
+
+    def release_session(self, session_id: int) -> None:
+        """A session ended: release its locks (candidate lock → discard its changes)."""
+        for ds in self.stores.values():
+            if ds.lock_owner == session_id:
+                ds.lock_owner = None
+                if ds.name == "candidate":
+                    self.discard_changes()
+
+    # ------------------------------------------------------------------ content
+    def set_candidate(self, tree: etree._Element, session_id: int) -> None:
+        c = self.stores["candidate"]
+        c.tree = tree
+        c.modified_by = session_id
+
+    def discard_changes(self) -> None:
+        c = self.stores["candidate"]
+        c.tree = _copy(self.stores["running"].tree)
+        c.modified_by = None
+
+    def set_running(self, tree: etree._Element) -> None:
+        """Apply ``tree`` to the backends (two-phase), then make it running."""
+        run = self.stores["running"]
+        run_transaction(self.subscribers, run.tree, tree)
+        run.tree = tree
+        self.last_change = time.time()
+        cand = self.stores["candidate"]
+        if cand.modified_by is None:
+            cand.tree = _copy(tree)
+
+    def set_startup(self, tree: etree._Element) -> None:
+        st = self.stores["startup"]
+        if st.path is not None:
+            atomic_write(st.path, etree.tostring(tree, xml_declaration=True, encoding="UTF-8"))
+        st.tree = tree
+
+    def commit(self, session_id: int) -> None:
+        cand = self.stores["candidate"]
+        self.set_running(_copy(cand.tree))
+        cand.modified_by = None
+
+    def candidate_dirty(self) -> bool:
+        return self.stores["candidate"].modified_by is not None
+
+
+def _copy(tree: etree._Element) -> etree._Element:
+    import copy
+
+    return copy.deepcopy(tree)

@@ -1,0 +1,203 @@
+"""RFC 6241 configuration operations: get, get-config, edit-config, copy-config,
+delete-config, lock, unlock, validate, commit, discard-changes."""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import TYPE_CHECKING
+
+from lxml import etree
+
+from agent.datastore.edit import Editor
+from agent.datastore.tree import PathMaker, client_prefixes, new_root, prune_empty
+from agent.datastore.validate import Validator
+from agent.protocol.errors import PROTOCOL, RpcError, RpcErrors, bad_element
+from agent.protocol.namespaces import NC, WD
+from agent.protocol.session import RpcContext
+from agent.rpc.params import (
+    check_params,
+    child,
+    datastore_param,
+    enum_param,
+    with_defaults_param,
+)
+
+if TYPE_CHECKING:
+    from agent.server import NetconfServer
+
+log = logging.getLogger(__name__)
+
+P_SOURCE = f"{{{NC}}}source"
+P_TARGET = f"{{{NC}}}target"
+P_FILTER = f"{{{NC}}}filter"
+P_CONFIG = f"{{{NC}}}config"
+P_WD = f"{{{WD}}}with-defaults"
+
+
+def register(server: NetconfServer) -> None:
+    ops = ConfigOps(server)
+    d = server.dispatcher
+    for name in (
+        "get", "get-config", "edit-config", "copy-config", "delete-config", "lock", "unlock",
+        "validate", "commit", "discard-changes",
+    ):
+        d.register(NC, name, getattr(ops, name.replace("-", "_")))
+
+
+class ConfigOps:
+    def __init__(self, server: NetconfServer) -> None:
+        self.server = server
+        self.schema = server.schema
+        self.ds = server.datastores
+
+    # ------------------------------------------------------------------ helpers
+    def _data(self, content: bytes) -> bytes:
+        return content  # already a <data xmlns=NC> element
+
+    def _build(self, config: etree._Element, ctx: RpcContext) -> etree._Element:
+        """A validated tree from inline <config> content (copy-config / validate)."""
+        tree = new_root()
+        paths = PathMaker(self.schema, client_prefixes(config))
+        res = Editor(self.schema, tree, paths=paths).apply(config, "merge")
+        prune_empty(tree, self.schema)
+        Validator(self.schema, paths).validate(tree, res.touched)
+        return tree
+
+    def _validated(self, tree: etree._Element) -> etree._Element:
+        Validator(self.schema, PathMaker(self.schema)).validate(tree)
+        return tree
+
+    # ------------------------------------------------------------------ get
+    def get(self, ctx: RpcContext, op: etree._Element):
+        check_params(op, {P_FILTER, P_WD})
+        return self.server.retriever.retrieve(
+            self.ds["running"].tree,
+            with_state=True,
+            filter_elem=child(op, "filter"),
+            wd_mode=with_defaults_param(op),
+        )
+
+    def get_config(self, ctx: RpcContext, op: etree._Element):
+        check_params(op, {P_SOURCE, P_FILTER, P_WD})
+        src = datastore_param(op, "source")
+        return self.server.retriever.retrieve(
+            self.ds[src].tree,
+            with_state=False,
+            filter_elem=child(op, "filter"),
+            wd_mode=with_defaults_param(op),
+        )
+
+    # ------------------------------------------------------------------ edit
+    def edit_config(self, ctx: RpcContext, op: etree._Element):
+        check_params(
+            op,
+            {P_TARGET, P_CONFIG, f"{{{NC}}}default-operation", f"{{{NC}}}test-option",
+             f"{{{NC}}}error-option", f"{{{NC}}}url"},
+        )
+        target = datastore_param(op, "target", ("running", "candidate"))
+        default_op = enum_param(op, "default-operation", ("merge", "replace", "none"), "merge")
+        test_option = enum_param(
+            op, "test-option", ("test-then-set", "set", "test-only"), "test-then-set"
+        )
+        error_option = enum_param(
+            op, "error-option", ("stop-on-error", "continue-on-error", "rollback-on-error"),
+            "stop-on-error",
+        )
+        config = child(op, "config")
+        if config is None:
+            if child(op, "url") is not None:
+                raise RpcError("operation-not-supported", "the :url capability is not supported",
+                               type=PROTOCOL, info=[bad_element("url")])
+            raise RpcError("missing-element", "missing <config> parameter", type=PROTOCOL,
+                           info=[bad_element("config")])
+        self.ds.check_writable(target, ctx.session_id)
+        store = self.ds[target]
+        if default_op == "replace":
+            work = new_root()
+            default_op = "replace"
+        else:
+            work = copy.deepcopy(store.tree)
+        paths = PathMaker(self.schema, client_prefixes(config))
+        editor = Editor(self.schema, work, error_option=error_option, paths=paths)
+        result = editor.apply(config, default_op)
+        prune_empty(work, self.schema)
+        if test_option != "set":
+            Validator(self.schema, paths).validate(work, result.touched)
+        if test_option != "test-only" and (result.changed or default_op == "replace"):
+            if target == "running":
+                self.ds.set_running(work)
+            else:
+                self.ds.set_candidate(work, ctx.session_id)
+        log.info("session %d: edit-config %s: %s", ctx.session_id, target,
+                 "changed" if result.changed else "no change")
+        if result.errors:  # continue-on-error: the rest was applied
+            raise RpcErrors(result.errors)
+        return None
+
+    def copy_config(self, ctx: RpcContext, op: etree._Element):
+        check_params(op, {P_TARGET, P_SOURCE, f"{{{NC}}}with-defaults", P_WD})
+        target = datastore_param(op, "target")
+        source = datastore_param(op, "source", allow_config=True)
+        if isinstance(source, str):
+            if source == target:
+                raise RpcError("invalid-value", "source and target are the same datastore",
+                               type=PROTOCOL, info=[bad_element("target")])
+            tree = self._validated(copy.deepcopy(self.ds[source].tree))
+        else:
+            tree = self._build(source, ctx)
+        self.ds.check_writable(target, ctx.session_id)
+        if target == "running":
+            self.ds.set_running(tree)
+        elif target == "candidate":
+            self.ds.set_candidate(tree, ctx.session_id)
+        else:
+            self.ds.set_startup(tree)
+        return None
+
+    def delete_config(self, ctx: RpcContext, op: etree._Element):
+        check_params(op, {P_TARGET})
+        target = datastore_param(op, "target", ("startup", "candidate", "running"))
+        if target == "running":
+            raise RpcError("invalid-value", "the running datastore cannot be deleted",
+                           type=PROTOCOL, info=[bad_element("target")])
+        self.ds.check_writable(target, ctx.session_id)
+        if target == "startup":
+            self.ds.set_startup(new_root())
+        else:
+            self.ds.set_candidate(new_root(), ctx.session_id)
+        return None
+
+    # ------------------------------------------------------------------ locks
+    def lock(self, ctx: RpcContext, op: etree._Element):
+        check_params(op, {P_TARGET})
+        self.ds.lock(datastore_param(op, "target"), ctx.session_id)
+        return None
+
+    def unlock(self, ctx: RpcContext, op: etree._Element):
+        check_params(op, {P_TARGET})
+        self.ds.unlock(datastore_param(op, "target"), ctx.session_id)
+        return None
+
+    # ------------------------------------------------------------------ candidate
+    def validate(self, ctx: RpcContext, op: etree._Element):
+        check_params(op, {P_SOURCE})
+        source = datastore_param(op, "source", allow_config=True)
+        if isinstance(source, str):
+            self._validated(copy.deepcopy(self.ds[source].tree))
+        else:
+            self._build(source, ctx)
+        return None
+
+    def commit(self, ctx: RpcContext, op: etree._Element):
+        check_params(op, set())
+        self.ds.check_writable("running", ctx.session_id)
+        self._validated(copy.deepcopy(self.ds["candidate"].tree))
+        self.ds.commit(ctx.session_id)
+        log.info("session %d: commit", ctx.session_id)
+        return None
+
+    def discard_changes(self, ctx: RpcContext, op: etree._Element):
+        check_params(op, set())
+        self.ds.discard_changes()
+        return None

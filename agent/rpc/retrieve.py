@@ -1,0 +1,142 @@
+"""Building ``<data>`` replies: config and state, filters, with-defaults (RFC 6243)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+from lxml import etree
+
+from agent.datastore import defaults
+from agent.datastore.filters import parse_filter, subtree_filter, xpath_filter
+from agent.datastore.schema import Schema
+from agent.datastore.tree import new_root, schema_of
+from agent.protocol.namespaces import NC, WD_ATTR
+
+StateProvider = Callable[[], etree._Element]
+
+
+class Retriever:
+    """Produces the content of a get / get-config reply."""
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        self.state: dict[str, StateProvider] = {}  # top-level clark -> provider
+        self._cache: tuple[etree._Element, bytes] | None = None
+
+    def keys_of(self, elem: etree._Element) -> list[str]:
+        s = schema_of(self.schema, elem)
+        return list(s.keys) if s is not None and s.kind == "list" else []
+
+    def serialize_config(self, tree: etree._Element) -> bytes:
+        """Serialized unfiltered config, cached per tree object (trees are replaced, not edited)."""
+        c = self._cache
+        if c is not None and c[0] is tree:
+            return c[1]
+        data = etree.tostring(tree)
+        self._cache = (tree, data)
+        return data
+
+    def retrieve(
+        self,
+        config: etree._Element,
+        *,
+        with_state: bool,
+        filter_elem: etree._Element | None,
+        wd_mode: str,
+    ) -> bytes:
+        kind, spec = parse_filter(filter_elem) if filter_elem is not None else (None, None)
+        if not with_state and kind is None and wd_mode == "explicit":
+            return self.serialize_config(config)
+        wanted = _top_level_wanted(kind, spec)
+        if with_state:
+            tree = copy.deepcopy(config)
+            self._add_state(tree, wanted)
+        elif wd_mode in ("report-all", "report-all-tagged", "trim"):
+            tree = copy.deepcopy(config)
+        else:
+            tree = config  # filters never mutate their input
+        if wd_mode in ("report-all", "report-all-tagged"):
+            defaults.add_defaults(
+                tree, self.schema, config_only=not with_state, mark=wd_mode == "report-all-tagged"
+            )
+        elif wd_mode == "trim":
+            defaults.trim(tree, self.schema.root)
+        if kind == "subtree":
+            out = subtree_filter(tree, spec, self.keys_of)
+        elif kind == "xpath":
+            select, prefixes = spec
+            out = xpath_filter(tree, select, self._xpath_prefixes(prefixes), self.keys_of)
+        else:
+            out = tree
+        if wd_mode == "report-all-tagged":
+            out = _declare_wd(out)
+        return etree.tostring(out)
+
+    def _xpath_prefixes(self, prefixes: dict[str, str]) -> dict[str, str]:
+        res = {m.name: m.namespace for m in self.schema.modules.values()}
+        res.update(prefixes)
+        return res
+
+    def _add_state(self, tree: etree._Element, wanted: set[str] | None) -> None:
+        for clark, provider in self.state.items():
+            if wanted is not None and clark not in wanted and "*" not in wanted:
+                continue
+            el = provider()
+            if el is None:
+                continue
+            existing = tree.find(clark)
+            if existing is None:
+                tree.append(el)
+            else:
+                merge_state(existing, el, self)
+
+
+def merge_state(cfg: etree._Element, state: etree._Element, r: Retriever) -> None:
+    """Merge an operational subtree into the config subtree of the same node (by list keys)."""
+    keys = r.keys_of
+    for sc in state:
+        if not isinstance(sc.tag, str):
+            continue
+        ks = keys(sc) if len(sc) else []
+        match = None
+        if ks:
+            want = [sc.findtext(k) for k in ks]
+            for cc in cfg.iterfind(sc.tag):
+                if [cc.findtext(k) for k in ks] == want:
+                    match = cc
+                    break
+        elif len(sc):
+            match = cfg.find(sc.tag)
+        else:
+            if cfg.find(sc.tag) is not None:
+                continue  # the configured value wins for a leaf present in both
+        if match is None:
+            cfg.append(sc)
+        else:
+            merge_state(match, sc, r)
+
+
+def _top_level_wanted(kind: str | None, spec) -> set[str] | None:
+    if kind != "subtree":
+        return None
+    out: set[str] = set()
+    for f in spec:
+        if not isinstance(f.tag, str):
+            continue
+        q = etree.QName(f)
+        out.add(f.tag if q.namespace else "*")
+    return out
+
+
+def _declare_wd(out: etree._Element) -> etree._Element:
+    """Put the wd: prefix declaration on the data element (report-all-tagged)."""
+    if WD_ATTR in out.nsmap.values():
+        return out
+    new = etree.Element(out.tag, nsmap={None: NC, "wd": WD_ATTR})
+    new.extend(list(out) if out is not None else [])
+    return new
+
+
+def empty_data() -> etree._Element:
+    return new_root()
