@@ -31,3 +31,23 @@ def client(server):
     from inproc import LocalClient
 
     return LocalClient(server)
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory):
+    """A real agent process for the whole test module (reset it with ``agent.reset()``)."""
+    from agentproc import AgentProcess
+
+    a = AgentProcess(tmp_path_factory.mktemp("agent"))
+    a.start()
+    try:
+        yield a
+    finally:
+        a.stop()
+
+
+@pytest.fixture
+def fresh(agent):
+    """The module's agent with empty datastores."""
+    agent.reset()
+    return agent

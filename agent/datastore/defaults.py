@@ -64,6 +64,42 @@ def _case_allowed(snode: SchemaNode, active: set[tuple[int, str]]) -> bool:
     return True
 
 
+def _default_children(snode: SchemaNode, config_only: bool) -> list[SchemaNode]:
+    """Children of ``snode`` that can receive defaults (cached per schema node)."""
+    key = "_dflt_cfg" if config_only else "_dflt_all"
+    cached = snode.__dict__.get(key)
+    if cached is not None:
+        return cached
+    out = []
+    for cs in snode.children.values():
+        if config_only and not cs.config:
+            continue
+        if cs.kind == "leaf" and cs.default is not None:
+            out.append(cs)
+        elif cs.kind == "leaf-list" and cs.defaults:
+            out.append(cs)
+        elif cs.kind == "container" and not cs.presence and _needs_visit(cs, config_only):
+            out.append(cs)
+    snode.__dict__[key] = out
+    return out
+
+
+def _needs_visit(snode: SchemaNode, config_only: bool) -> bool:
+    """True when a non-presence container holds defaults or mandatory nodes below it."""
+    for cs in snode.children.values():
+        if config_only and not cs.config:
+            continue
+        if cs.kind == "leaf" and (cs.default is not None or cs.mandatory):
+            return True
+        if cs.kind == "leaf-list" and (cs.defaults or cs.min_elements):
+            return True
+        if cs.kind == "list" and cs.min_elements:
+            return True
+        if cs.kind == "container" and not cs.presence and _needs_visit(cs, config_only):
+            return True
+    return any(c.mandatory for c in snode.choices)
+
+
 def add_defaults(
     root: etree._Element,
     schema: Schema,
@@ -96,9 +132,8 @@ def add_defaults(
                     continue
                 if walk(child, cs, None):
                     any_added = True
-        for clark, cs in snode.children.items():
-            if config_only and not cs.config:
-                continue
+        for cs in _default_children(snode, config_only):
+            clark = cs.clark
             if cs.case_of is not None and not _case_allowed(cs, active):
                 continue
             if cs.kind == "leaf" and cs.default is not None:

@@ -228,7 +228,11 @@ def _prefilter(g: _FNode) -> etree.XPath:
     for i, cm in enumerate(g.cms, 1):
         g.prefilter_vars[f"v{i}"] = ":" + cm.qname[1] if cm.qname else cm.text
         preds.append(f"[{step(cm, i)}[contains(., $v{i})]]")
-    return etree.XPath(step(g, 0) + "".join(preds), namespaces=ns, regexp=False)
+    if g.ns is None:  # local-name() is slow in libxml2: test it after the predicates
+        expr = "*" + "".join(preds) + f"[local-name()='{g.local}']"
+    else:
+        expr = step(g, 0) + "".join(preds)
+    return etree.XPath(expr, namespaces=ns, regexp=False)
 
 
 def subtree_filter(

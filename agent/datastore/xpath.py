@@ -468,10 +468,9 @@ def _make_functions(
         text = (el.text or "").strip()
         if not text.startswith("/"):
             return []
-        nsmap = {k: v for k, v in el.nsmap.items() if k}
+        items = tuple(sorted((k, v) for k, v in el.nsmap.items() if k))
         try:
-            cx = compile_xpath(text, nsmap)
-            res = cx.evaluate(el, _data_root_of(el))
+            res = _instance_identifier(text, items).evaluate(el, _data_root_of(el))
         except XPathError:
             return []
         return res if isinstance(res, list) else []
@@ -485,6 +484,13 @@ def _make_functions(
         "deref": f_deref,
     }
     return {(FUNCTIONS_NS, name): table[name] for name in used}
+
+
+@lru_cache(maxsize=1024)
+def _instance_identifier(text: str, prefix_items: tuple[tuple[str, str], ...]) -> CompiledXPath:
+    # Own cache, never shared with compile_xpath(): an lxml XPath object holds a lock while
+    # it runs, so evaluating the expression that called deref() again would deadlock.
+    return CompiledXPath(text, dict(prefix_items), None, None, False)
 
 
 # --------------------------------------------------------------------------- compiled form
