@@ -24,7 +24,9 @@ with ``/``) and ``enum-value`` returns NaN.
 
 Known limits: variables other than the internal ones are rejected (YANG and
 NETCONF define none); ``ancestor::``/``..`` can step above the top-level data
-nodes onto the ``<data>`` wrapper.
+nodes onto the ``<data>`` wrapper. lxml serialises evaluations of one XPath
+object with a non-reentrant lock: an oracle's ``deref`` must not evaluate the
+very expression that is calling it.
 """
 
 from __future__ import annotations
@@ -61,6 +63,12 @@ CURRENT_VAR = "__current"
 
 
 class IdentityOracle(Protocol):
+    """Schema knowledge for the YANG functions (the schema's ``IdentityTable`` is one).
+
+    Optionally also ``deref(elem) -> Sequence[etree._Element]`` (leafref targets) and
+    ``enum_value(elem) -> int | None``; they are looked up with ``getattr``.
+    """
+
     def derived_from(
         self, value_ns: str, value_name: str, base_ns: str, base_name: str, or_self: bool
     ) -> bool: ...
@@ -230,8 +238,9 @@ def _rewrite(expr: str, prefixes: dict[str, str], default_prefix: str | None) ->
             if t.text == "//" or starts_step:
                 out.append(t.text)
         elif t.kind == "name":
-            out.append(_name_test(t, prev, toks[i - 2] if i > 1 else None, prefixes,
-                                  default_prefix, expr))
+            out.append(
+                _name_test(t, prev, toks[i - 2] if i > 1 else None, prefixes, default_prefix, expr)
+            )
         elif t.kind == "func":
             name = t.text
             if ":" in name:
@@ -624,4 +633,3 @@ def compile_xpath(
 
 def clear_cache() -> None:
     _compile_cached.cache_clear()
-
