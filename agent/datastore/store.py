@@ -171,9 +171,12 @@ class Datastores:
             atomic_write(st.path, etree.tostring(tree, xml_declaration=True, encoding="UTF-8"))
         st.tree = tree
 
-    def commit(self, session_id: int) -> None:
+    def commit(self, session_id: int, tree: etree._Element | None = None) -> None:
+        """Make the candidate (or ``tree``, its validated form) running; candidate = running."""
         cand = self.stores["candidate"]
-        self.set_running(_copy(cand.tree))
+        new = _copy(cand.tree) if tree is None else tree
+        self.set_running(new)
+        cand.tree = _copy(new)
         cand.modified_by = None
 
     def candidate_dirty(self) -> bool:

@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from lxml import etree
 
@@ -80,9 +81,8 @@ class SessionConfig:
     idle_timeout: float = 0.0  # 0 = never
 
 
-@dataclass
-class SessionIO:
-    """The transport's side of a session (see agent.transport.ssh)."""
+class SessionIO(Protocol):
+    """What the transport gives a session (agent.transport.ssh.SessionIO fits)."""
 
     username: str
     peer: tuple[str, int]
@@ -110,6 +110,7 @@ class Session:
         self._busy = False
         self._hello_timer: asyncio.TimerHandle | None = None
         self._closing_after_reply = False
+        self._eof = False
         self._send(self._hello())
         try:
             loop = asyncio.get_running_loop()
@@ -143,6 +144,12 @@ class Session:
             self.close()
             return
         self._drain()
+
+    def eof_received(self) -> bool:
+        """The client half-closed: finish the RPCs already received, then close."""
+        self._eof = True
+        self._drain()
+        return True
 
     def connection_lost(self) -> None:
         if not self.closed:
@@ -229,6 +236,8 @@ class Session:
                 self._busy = True
                 asyncio.ensure_future(self._finish(result))
                 return
+        if self._eof and not self._busy and not self._pending:
+            self.close()
 
     async def _finish(self, pending: Awaitable[bytes]) -> None:
         try:

@@ -122,8 +122,13 @@ class ConfigOps:
         editor = Editor(self.schema, work, error_option=error_option, paths=paths)
         result = editor.apply(config, default_op)
         prune_empty(work, self.schema)
-        if test_option != "set":
-            Validator(self.schema, paths).validate(work, result.touched)
+        # RFC 7950 §8.3.3: the constraints of running are enforced at the end of every
+        # edit-config, so test-option "set" skips validation only for the candidate.
+        if test_option != "set" or target == "running":
+            try:
+                Validator(self.schema, paths).validate(work, result.touched)
+            except RpcErrors as exc:  # continue-on-error: keep the edit errors too
+                raise RpcErrors(result.errors + exc.errors) from None
         if test_option != "test-only" and (result.changed or default_op == "replace"):
             if target == "running":
                 self.ds.set_running(work)
@@ -192,12 +197,15 @@ class ConfigOps:
     def commit(self, ctx: RpcContext, op: etree._Element):
         check_params(op, set())
         self.ds.check_writable("running", ctx.session_id)
-        self._validated(copy.deepcopy(self.ds["candidate"].tree))
-        self.ds.commit(ctx.session_id)
+        # commit what was validated: nodes whose 'when' became false are gone from it
+        tree = self._validated(copy.deepcopy(self.ds["candidate"].tree))
+        self.ds.commit(ctx.session_id, tree)
         log.info("session %d: commit", ctx.session_id)
         return None
 
     def discard_changes(self, ctx: RpcContext, op: etree._Element):
         check_params(op, set())
+        # reverting the candidate modifies it: not while another session holds its lock
+        self.ds.check_writable("candidate", ctx.session_id)
         self.ds.discard_changes()
         return None
