@@ -27,6 +27,9 @@ from agent.protocol.xmlparse import parse
 log = logging.getLogger(__name__)
 
 RPC_TAG = f"{{{NC}}}rpc"
+# Queued RPCs are handled for at most this long in one go; then the session yields to
+# the event loop so that a client pipelining expensive RPCs cannot starve other sessions.
+DRAIN_SLICE = 0.005
 HELLO_TAG = f"{{{NC}}}hello"
 Handler = Callable[["RpcContext", etree._Element], object]
 
@@ -111,6 +114,11 @@ class Session:
         self._hello_timer: asyncio.TimerHandle | None = None
         self._closing_after_reply = False
         self._eof = False
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._paused = False  # the transport's output buffer is full
+        self._drain_scheduled = False
+        self._base11 = False  # both hellos advertised base:1.1
         self._send(self._hello())
         try:
             loop = asyncio.get_running_loop()
@@ -151,6 +159,18 @@ class Session:
         self._drain()
         return True
 
+    def pause_writing(self) -> None:
+        """Optional transport hook: the client stopped reading and our output is piling
+        up. Stop handling queued RPCs (so no new replies are produced) until
+        :meth:`resume_writing`."""
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        """Optional transport hook: the output buffer drained; handle queued RPCs again."""
+        if self._paused:
+            self._paused = False
+            self._drain()
+
     def connection_lost(self) -> None:
         if not self.closed:
             self.closed = True
@@ -160,6 +180,7 @@ class Session:
     def close(self) -> None:
         if self.closed:
             return
+        self._flush()  # replies already produced (e.g. to close-session) go out first
         self.closed = True
         self._cancel_timer()
         try:
@@ -168,8 +189,25 @@ class Session:
             self.on_close(self)
 
     def _send(self, payload: bytes) -> None:
-        if not self.closed:
-            self.io.write(self.framer.encode(payload))
+        """Queue one framed message; everything queued in one event-loop turn is written
+        with one ``write`` (one SSH packet for a burst of pipelined replies)."""
+        if self.closed:
+            return
+        self._out.append(self.framer.encode(payload))
+        if not self._flush_scheduled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # driven synchronously (unit tests): write now
+                self._flush()
+                return
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out, self._out = self._out, []
+        if out and not self.closed:
+            self.io.write(b"".join(out) if len(out) > 1 else out[0])
 
     def send_notification(self, notification: etree._Element) -> None:
         """Queue a whole ``<notification>`` message (never interleaved inside a reply)."""
@@ -218,6 +256,7 @@ class Session:
         self.established = True
         self._cancel_timer()
         if CAP_BASE_11 in caps and CAP_BASE_11 in self.config.capabilities:
+            self._base11 = True
             self.framer.set_chunked()
         log.info("session %d: %s@%s established (%s framing)", self.session_id,
                  self.io.username, self.io.peer[0], self.framer.mode)
@@ -229,15 +268,32 @@ class Session:
 
     # ------------------------------------------------------------------ RPCs
     def _drain(self) -> None:
-        while self._pending and not self._busy and not self.closed:
+        self._drain_scheduled = False
+        start = time.monotonic()
+        while self._pending and not self._busy and not self.closed and not self._paused:
             msg = self._pending.popleft()
             result = self._handle(msg)
             if result is not None:  # an awaitable reply: keep order
                 self._busy = True
                 asyncio.ensure_future(self._finish(result))
                 return
+            if self._pending and time.monotonic() - start >= DRAIN_SLICE and self._yield():
+                return
         if self._eof and not self._busy and not self._pending:
             self.close()
+
+    def _yield(self) -> bool:
+        """Continue draining in a later event loop iteration (False: no loop running,
+        as in sans-IO use; then the caller just goes on)."""
+        if self._drain_scheduled:
+            return True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        self._drain_scheduled = True
+        loop.call_soon(self._drain)
+        return True
 
     async def _finish(self, pending: Awaitable[bytes]) -> None:
         try:
@@ -252,6 +308,8 @@ class Session:
 
     def _handle(self, msg: bytes) -> Awaitable[bytes] | None:
         self.counters.in_rpcs += 1
+        if msg[:1].isspace():  # e.g. "]]>]]>\n<?xml ...": tolerated as before a hello
+            msg = msg.lstrip()
         try:
             rpc = parse(msg)
         except RpcError as exc:
@@ -306,10 +364,10 @@ class Session:
             result = await awaitable
         except RpcErrors as exc:
             self.counters.out_rpc_errors += 1
-            return self._reply(rpc, [e.to_xml() for e in exc.errors], error=True)
+            return self._reply(rpc, [self._error_xml(e) for e in exc.errors], error=True)
         except RpcError as exc:
             self.counters.out_rpc_errors += 1
-            return self._reply(rpc, [exc.to_xml()], error=True)
+            return self._reply(rpc, [self._error_xml(exc)], error=True)
         except Exception as exc:
             log.exception("session %d: async handler failed", self.session_id)
             self.counters.out_rpc_errors += 1
@@ -322,7 +380,13 @@ class Session:
 
     def _reply_errors(self, rpc: etree._Element | None, errors: list[RpcError]) -> None:
         self.counters.out_rpc_errors += 1
-        self._send(self._reply(rpc, [e.to_xml() for e in errors], error=True))
+        self._send(self._reply(rpc, [self._error_xml(e) for e in errors], error=True))
+
+    def _error_xml(self, err: RpcError) -> etree._Element:
+        if err.tag == "malformed-message" and not self._base11:
+            # RFC 6241 App. A: new in base:1.1 and "MUST NOT be sent to old clients"
+            err = RpcError("operation-failed", err.message, type=err.type, info=err.info)
+        return err.to_xml()
 
     @staticmethod
     def _reply(rpc: etree._Element | None, result, error: bool = False) -> bytes:

@@ -25,6 +25,7 @@ import os
 import socket
 import tempfile
 import time
+import types
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import asyncssh
-from asyncssh.constants import MSG_SERVICE_ACCEPT, MSG_SERVICE_REQUEST
+from asyncssh.constants import MSG_IGNORE, MSG_SERVICE_ACCEPT, MSG_SERVICE_REQUEST
 from asyncssh.packet import String
 
 from agent.users import UserStore, valid_user_name
@@ -207,6 +208,29 @@ def _service_request(conn: Any, pkttype: int, pktid: int, packet: Any) -> None:
     _asyncssh_service_request(conn, pkttype, pktid, packet)
 
 
+def _encryption_algs() -> list[str]:
+    """asyncssh's default ciphers minus CBC modes (see :func:`_skip_empty_ignore`)."""
+    from asyncssh.encryption import get_default_encryption_algs
+
+    return [a.decode() for a in get_default_encryption_algs() if b"-cbc" not in a]
+
+
+_asyncssh_send_packet = asyncssh.SSHServerConnection.send_packet
+_EMPTY_STRING = String(b"")
+
+
+def _skip_empty_ignore(self: Any, pkttype: int, *args: bytes, handler: Any = None) -> None:
+    """Don't put an empty SSH_MSG_IGNORE before every packet.
+
+    asyncssh does it as a countermeasure against the CBC-mode plaintext recovery
+    attack; this server offers no CBC cipher (:func:`_encryption_algs`), and the extra
+    packet doubled the packets, syscalls and MACs per NETCONF reply.
+    """
+    if pkttype == MSG_IGNORE and args == (_EMPTY_STRING,):
+        return
+    _asyncssh_send_packet(self, pkttype, *args, handler=handler)
+
+
 def _install_service_request_fix(conn: asyncssh.SSHServerConnection) -> None:
     handlers = getattr(type(conn), "_packet_handlers", None)
     needed = ("_next_service", "_auth_in_progress", "_auth_complete")
@@ -289,6 +313,7 @@ class _Connection(asyncssh.SSHServer):
         state = self._state
         self.conn = conn
         _install_service_request_fix(conn)
+        conn.send_packet = types.MethodType(_skip_empty_ignore, conn)  # type: ignore[method-assign]
         _enable_quickack(conn)
         peername = conn.get_extra_info("peername") or ("?", 0)
         self.peer = (str(peername[0]), int(peername[1]))
@@ -691,6 +716,7 @@ async def start_server(
             config=None,
             login_timeout=login_timeout,
             keepalive_interval=KEEPALIVE_INTERVAL,
+            encryption_algs=_encryption_algs(),
             keepalive_count_max=KEEPALIVE_COUNT_MAX,
             encoding=None,
             allow_pty=False,
