@@ -14,8 +14,8 @@ from lxml import etree
 from agent.protocol.framing import Framer
 from agent.protocol.namespaces import CAP_BASE_10, CAP_BASE_11, NC
 from agent.protocol.session import Session
-from agent.transport.ssh import SessionIO
 from agent.server import NetconfServer
+from agent.transport.ssh import SessionIO
 
 NS = {
     "nc": NC,
