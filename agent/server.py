@@ -137,7 +137,7 @@ class NetconfServer:
         self.stats.in_bad_rpcs += c.in_bad_rpcs
         self.stats.out_rpc_errors += c.out_rpc_errors
         self.stats.out_notifications += c.out_notifications
-        if not s.established or not getattr(s, "_closing_after_reply", False):
+        if not (s.killed or s.close_requested):  # RFC 6022 dropped-sessions: abnormal ends
             self.stats.dropped_sessions += 1
         self.datastores.release_session(s.session_id)
         log.info("session %d: closed", s.session_id)

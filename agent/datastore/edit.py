@@ -99,6 +99,13 @@ class Editor:
             )
         return own
 
+    def _check_nested_ops(self, req: etree._Element, op: str) -> None:
+        """A delete/remove drops the whole subtree without walking the request below it;
+        the operation attributes there must still be valid (and themselves delete/remove)."""
+        for d in req.iterdescendants():
+            if isinstance(d.tag, str) and d.get(OPERATION) is not None:
+                self._op_of(d, op)
+
     def _schema_child(self, sparent: SchemaNode, req: etree._Element) -> SchemaNode:
         snode = sparent.children.get(req.tag)
         ns, name = split(req.tag)
@@ -250,6 +257,7 @@ class Editor:
     def _container(self, tgt, snode: SchemaNode, req, op: str) -> None:
         cur = tgt.find(snode.clark) if tgt is not None else None
         if op in ("delete", "remove"):
+            self._check_nested_ops(req, op)
             if cur is None:
                 if op == "delete":
                     raise self._missing(snode, req)
@@ -296,6 +304,7 @@ class Editor:
         index = self._list_index(tgt, snode)
         cur = index.get(key)
         if op in ("delete", "remove"):
+            self._check_nested_ops(req, op)
             if cur is None:
                 if op == "delete":
                     raise self._missing(snode, req)

@@ -44,14 +44,18 @@ def atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # e.g. disk full: leave no partial temp file behind
+        raise
     dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(dfd)
@@ -82,6 +86,10 @@ class Datastores:
     def load_startup(self) -> etree._Element:
         """Read the persisted startup configuration (empty when none)."""
         st = self.stores["startup"]
+        if st.path is not None:
+            # temp files of a write interrupted by a crash (the old startup.xml is intact)
+            for stale in st.path.parent.glob(f".{st.path.name}.tmp.*"):
+                stale.unlink(missing_ok=True)
         if st.path is not None and st.path.exists():
             root = parse(st.path.read_bytes())
             st.tree = root

@@ -106,6 +106,7 @@ class Session:
     client_capabilities: list[str] = field(default_factory=list)
     established: bool = False
     closed: bool = False
+    killed: bool = False
 
     def __post_init__(self) -> None:
         self.framer = Framer(self.config.max_message_size)
@@ -307,7 +308,6 @@ class Session:
         self._drain()
 
     def _handle(self, msg: bytes) -> Awaitable[bytes] | None:
-        self.counters.in_rpcs += 1
         if msg[:1].isspace():  # e.g. "]]>]]>\n<?xml ...": tolerated as before a hello
             msg = msg.lstrip()
         try:
@@ -323,7 +323,8 @@ class Session:
                 "unknown-element" if rpc.tag != HELLO_TAG else "operation-not-supported",
                 f"expected <rpc>, got <{name}>", type=RPC, info=[bad_element(name)])])
             return None
-        if rpc.get("message-id") is None:
+        # some clients (the `netconf` package) qualify it: nc:message-id
+        if rpc.get("message-id") is None and rpc.get(f"{{{NC}}}message-id") is None:
             self.counters.in_bad_rpcs += 1
             self._reply_errors(rpc, [RpcError(
                 "missing-attribute", "the rpc element has no message-id attribute", type=RPC,
@@ -338,6 +339,7 @@ class Session:
                 info=[bad_element("rpc")] if ops else [])])
             return None
         op = ops[0]
+        self.counters.in_rpcs += 1  # RFC 6022: correct <rpc> messages only
         ctx = RpcContext(self, rpc)
         try:
             handler = self.dispatcher.lookup(op)
@@ -377,6 +379,15 @@ class Session:
 
     def close_after_reply(self) -> None:
         self._closing_after_reply = True
+
+    @property
+    def close_requested(self) -> bool:
+        return self._closing_after_reply
+
+    def kill(self) -> None:
+        """Ended by another session's kill-session (not an abnormal drop, RFC 6022)."""
+        self.killed = True
+        self.close()
 
     def _reply_errors(self, rpc: etree._Element | None, errors: list[RpcError]) -> None:
         self.counters.out_rpc_errors += 1

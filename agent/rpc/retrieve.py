@@ -125,7 +125,8 @@ def _top_level_wanted(kind: str | None, spec) -> set[str] | None:
         if not isinstance(f.tag, str):
             continue
         q = etree.QName(f)
-        out.add(f.tag if q.namespace else "*")
+        # no namespace, or the base one inherited from <rpc>: the filter matches any namespace
+        out.add(f.tag if q.namespace and q.namespace != NC else "*")
     return out
 
 

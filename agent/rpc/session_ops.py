@@ -43,7 +43,7 @@ def register(server: NetconfServer) -> None:
             raise RpcError("invalid-value", f"no session {sid}", type=PROTOCOL,
                            info=[bad_element("session-id")])
         log.info("session %d: kill-session %d", ctx.session_id, sid)
-        victim.close()  # on_close releases its locks
+        victim.kill()  # on_close releases its locks
         return None
 
     server.dispatcher.register(NC, "close-session", close_session)
