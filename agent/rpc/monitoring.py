@@ -173,8 +173,8 @@ def register(server: NetconfServer) -> None:
                 _sub(se, ns, "revision", rev or "")
         return root
 
-    server.retriever.state[f"{{{NC_MON}}}netconf-state"] = netconf_state
-    server.retriever.state[f"{{{YANGLIB}}}yang-library"] = yang_library
-    server.retriever.state[f"{{{YANGLIB}}}modules-state"] = modules_state
+    server.retriever.state[f"{{{NC_MON}}}netconf-state"] = lambda _names: netconf_state()
+    server.retriever.state[f"{{{YANGLIB}}}yang-library"] = lambda _names: yang_library()
+    server.retriever.state[f"{{{YANGLIB}}}modules-state"] = lambda _names: modules_state()
     server.dispatcher.register(NC_MON, "get-schema", get_schema)
     server.content_id = content_id

@@ -13,7 +13,10 @@ from agent.datastore.schema import Schema
 from agent.datastore.tree import new_root, schema_of
 from agent.protocol.namespaces import NC, WD_ATTR
 
-StateProvider = Callable[[], etree._Element]
+#: A state provider builds one top-level operational subtree. It gets the list-entry
+#: names the request's filter asks for (``None``: all), so that a filtered ``<get>``
+#: of one interface among thousands reads only that one.
+StateProvider = Callable[[set[str] | None], etree._Element | None]
 
 
 class Retriever:
@@ -23,6 +26,7 @@ class Retriever:
         self.schema = schema
         self.state: dict[str, StateProvider] = {}  # top-level clark -> provider
         self._cache: tuple[etree._Element, bytes] | None = None
+        self._hint: dict[str, set[str]] | None = None
 
     def keys_of(self, elem: etree._Element) -> list[str]:
         s = schema_of(self.schema, elem)
@@ -49,6 +53,7 @@ class Retriever:
         if not with_state and kind is None and wd_mode == "explicit":
             return self.serialize_config(config)
         wanted = _top_level_wanted(kind, spec)
+        self._hint = _names_wanted(kind, spec)
         if with_state:
             tree = copy.deepcopy(config)
             self._add_state(tree, wanted)
@@ -78,11 +83,17 @@ class Retriever:
         res.update(prefixes)
         return res
 
+    def _names_hint(self, clark: str) -> set[str] | None:
+        if self._hint is None:
+            return None
+        hint = self._hint.get(clark)
+        return hint if hint is not None else self._hint.get(clark.rpartition("}")[2])
+
     def _add_state(self, tree: etree._Element, wanted: set[str] | None) -> None:
         for clark, provider in self.state.items():
             if wanted is not None and clark not in wanted and "*" not in wanted:
                 continue
-            el = provider()
+            el = provider(self._names_hint(clark))
             if el is None:
                 continue
             existing = tree.find(clark)
@@ -94,23 +105,23 @@ class Retriever:
 
 def merge_state(cfg: etree._Element, state: etree._Element, r: Retriever) -> None:
     """Merge an operational subtree into the config subtree of the same node (by list keys)."""
-    keys = r.keys_of
+    index: dict[tuple[str, tuple], etree._Element] = {}
+    indexed: set[str] = set()
     for sc in state:
         if not isinstance(sc.tag, str):
             continue
-        ks = keys(sc) if len(sc) else []
+        ks = r.keys_of(sc) if len(sc) else []
         match = None
         if ks:
-            want = [sc.findtext(k) for k in ks]
-            for cc in cfg.iterfind(sc.tag):
-                if [cc.findtext(k) for k in ks] == want:
-                    match = cc
-                    break
+            if sc.tag not in indexed:  # one pass over the config entries per list
+                indexed.add(sc.tag)
+                for cc in cfg.iterfind(sc.tag):
+                    index[(sc.tag, tuple(cc.findtext(k) for k in ks))] = cc
+            match = index.get((sc.tag, tuple(sc.findtext(k) for k in ks)))
         elif len(sc):
             match = cfg.find(sc.tag)
-        else:
-            if cfg.find(sc.tag) is not None:
-                continue  # the configured value wins for a leaf present in both
+        elif cfg.find(sc.tag) is not None:
+            continue  # the configured value wins for a leaf present in both
         if match is None:
             cfg.append(sc)
         else:
@@ -127,6 +138,32 @@ def _top_level_wanted(kind: str | None, spec) -> set[str] | None:
         q = etree.QName(f)
         # no namespace, or the base one inherited from <rpc>: the filter matches any namespace
         out.add(f.tag if q.namespace and q.namespace != NC else "*")
+    return out
+
+
+def _names_wanted(kind: str | None, spec) -> dict[str, set[str]] | None:
+    """For a subtree filter whose top-level list entries all select by their ``name`` key
+    (``<interfaces><interface><name>eth0</name>…``): top-level clark → those names."""
+    if kind != "subtree":
+        return None
+    out: dict[str, set[str]] = {}
+    for top in spec:
+        if not isinstance(top.tag, str):
+            continue
+        names: set[str] = set()
+        entries = [e for e in top if isinstance(e.tag, str)]
+        if not entries:
+            continue  # whole subtree wanted
+        for entry in entries:
+            name = next((c for c in entry if isinstance(c.tag, str)
+                         and etree.QName(c).localname == "name" and len(c) == 0
+                         and (c.text or "").strip()), None)
+            if name is None:
+                break
+            names.add(name.text.strip())
+        else:
+            q = etree.QName(top)
+            out[top.tag if q.namespace and q.namespace != NC else q.localname] = names
     return out
 
 
