@@ -490,7 +490,7 @@ def test_kill9_during_copy_config_leaves_old_or_new_startup(fresh):
                 time.sleep(rng.uniform(0, 0.05))
                 fresh.kill9()
             content = flatten(etree.parse(str(path)).getroot())
-            assert content in (old, new)
+            assert content in (old, new), f"startup.xml holds {len(content)} leafs, a mixture"
             fresh.start()
             assert startup_files(fresh) == ["startup.xml"]
             with fresh.raw() as c:

@@ -125,13 +125,25 @@ class PathMaker:
     def __init__(self, schema: Schema, client_prefixes: dict[str, str] | None = None) -> None:
         self.schema = schema
         self.client = dict(client_prefixes or {})
+        self._taken = set(self.client.values())
+        self._fallback: dict[str, str] = {}
 
     def prefix(self, ns: str) -> str:
         p = self.client.get(ns)
-        if p:
-            return p
-        m = self.schema.by_ns.get(ns)
-        return m.prefix if m else "ns"
+        if p or not ns:
+            return p or ""  # an element in no namespace has no prefix
+        p = self._fallback.get(ns)
+        if p is None:
+            # the module's own prefix, unless the client bound it to another namespace
+            m = self.schema.by_ns.get(ns)
+            base = p = m.prefix if m else "ns"
+            n = 1
+            while p in self._taken:
+                p = f"{base}{n}"
+                n += 1
+            self._taken.add(p)
+            self._fallback[ns] = p
+        return p
 
     def path(
         self, elem: etree._Element, tail: list[str] | None = None
@@ -149,8 +161,9 @@ class PathMaker:
         for el in chain:
             ns, name = split(el.tag)
             p = self.prefix(ns)
-            used[p] = ns
-            step = f"{p}:{name}"
+            if p:
+                used[p] = ns
+            step = f"{p}:{name}" if p else name
             snode = snode.children.get(el.tag) if snode is not None else None
             if snode is not None and snode.kind == "list":
                 for k in snode.keys:
@@ -166,8 +179,9 @@ class PathMaker:
         for clark in tail or []:
             ns, name = split(clark)
             p = self.prefix(ns)
-            used[p] = ns
-            parts.append(f"{p}:{name}")
+            if p:
+                used[p] = ns
+            parts.append(f"{p}:{name}" if p else name)
         return "/" + "/".join(parts), used
 
     def schema_path(self, snode: SchemaNode) -> tuple[str, dict[str, str]]:

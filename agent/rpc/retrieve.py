@@ -28,6 +28,24 @@ class Retriever:
         self._cache: tuple[etree._Element, bytes] | None = None
         self._hint: dict[str, set[str]] | None = None
 
+    def add_provider(self, clark: str, provider: StateProvider) -> None:
+        """Register a state provider for a top-level node. Several providers may serve the
+        same node (e.g. interfaces from netlink, VRRP state inside them): their subtrees are
+        merged by list keys, the earlier provider winning for a leaf both give."""
+        first = self.state.get(clark)
+        if first is None:
+            self.state[clark] = provider
+            return
+
+        def both(names: set[str] | None) -> etree._Element | None:
+            a, b = first(names), provider(names)
+            if a is None or b is None:
+                return a if b is None else b
+            merge_state(a, b, self)
+            return a
+
+        self.state[clark] = both
+
     def keys_of(self, elem: etree._Element) -> list[str]:
         s = schema_of(self.schema, elem)
         return list(s.keys) if s is not None and s.kind == "list" else []

@@ -1,0 +1,1 @@
+"""Linux backend: ietf-interfaces / ietf-ip / macvlan configuration and state through netlink."""
