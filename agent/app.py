@@ -6,6 +6,8 @@ import asyncio
 import logging
 import signal
 import tomllib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,11 +37,36 @@ def load_limits(path: Path | None) -> Limits:
     return limits
 
 
-def build_server(state_dir: Path, limits: Limits) -> NetconfServer:
+@dataclass
+class BackendContext:
+    """What a backend's ``attach(server, ctx)`` gets: where it works and how to hook in.
+
+    ``tasks``: coroutine factories started by ``serve`` once the event loop runs (watchers);
+    ``on_stop``: callables run at shutdown, in reverse order of registration.
+    """
+
+    state_dir: Path
+    netns: str | None = None
+    tasks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    on_stop: list[Callable[[], None]] = field(default_factory=list)
+
+
+def attach_backends(server: NetconfServer, ctx: BackendContext) -> None:
+    """Wire the backends in: config subscribers (in apply order), state providers, watchers.
+
+    Order matters: the Linux backend creates interfaces the VRRP backend builds on.
+    """
+
+
+def build_server(
+    state_dir: Path, limits: Limits, netns: str | None = None
+) -> tuple[NetconfServer, BackendContext]:
     schema = Schema.load()
     server = NetconfServer(schema, state_dir, limits=limits)
-    server.load_startup()
-    return server
+    ctx = BackendContext(state_dir=state_dir, netns=netns)
+    attach_backends(server, ctx)
+    server.load_startup()  # applies startup through the backends: the kernel follows
+    return server, ctx
 
 
 async def serve(opts: ServeOptions) -> None:
@@ -47,7 +74,8 @@ async def serve(opts: ServeOptions) -> None:
     from agent.users import UserStore
 
     limits = load_limits(opts.config)
-    server = build_server(opts.state_dir, limits)
+    server, ctx = build_server(opts.state_dir, limits, opts.netns)
+    tasks = [asyncio.ensure_future(factory()) for factory in ctx.tasks]
     users = UserStore(opts.state_dir)
     acceptor = await start_server(
         host=opts.listen,
@@ -69,6 +97,13 @@ async def serve(opts: ServeOptions) -> None:
     acceptor.close()
     for s in list(server.sessions.values()):
         s.close()
+    for t in tasks:
+        t.cancel()
+    for stop_fn in reversed(ctx.on_stop):
+        try:
+            stop_fn()
+        except Exception:  # pragma: no cover - shutdown goes on
+            log.exception("backend shutdown step failed")
 
 
 def run_server(opts: ServeOptions) -> int:

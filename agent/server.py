@@ -14,6 +14,7 @@ from pathlib import Path
 from agent.datastore.schema import Schema
 from agent.datastore.store import Datastores
 from agent.datastore.transaction import Subscriber
+from agent.events import EventBus
 from agent.protocol.namespaces import CAP_BASE_10, CAP_BASE_11
 from agent.protocol.session import Dispatcher, Session, SessionConfig, SessionIO
 from agent.rpc import config_ops, monitoring, session_ops
@@ -58,6 +59,7 @@ class NetconfServer:
         self.datastores = Datastores(schema, state_dir, subscribers)
         self.dispatcher = Dispatcher()
         self.retriever = Retriever(schema)
+        self.bus = EventBus()  # notifications published by the backends
         self.sessions: dict[int, Session] = {}
         self.stats = GlobalStats()
         self._next_id = 1
