@@ -47,6 +47,7 @@ class BackendContext:
 
     state_dir: Path
     netns: str | None = None
+    backend: str = "linux"  # "none": datastores only, no backend attached
     tasks: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[], None]] = field(default_factory=list)
 
@@ -56,14 +57,16 @@ def attach_backends(server: NetconfServer, ctx: BackendContext) -> None:
 
     Order matters: the Linux backend creates interfaces the VRRP backend builds on.
     """
+    if ctx.backend == "none":
+        return
 
 
 def build_server(
-    state_dir: Path, limits: Limits, netns: str | None = None
+    state_dir: Path, limits: Limits, netns: str | None = None, backend: str = "linux"
 ) -> tuple[NetconfServer, BackendContext]:
     schema = Schema.load()
     server = NetconfServer(schema, state_dir, limits=limits)
-    ctx = BackendContext(state_dir=state_dir, netns=netns)
+    ctx = BackendContext(state_dir=state_dir, netns=netns, backend=backend)
     attach_backends(server, ctx)
     server.load_startup()  # applies startup through the backends: the kernel follows
     return server, ctx
@@ -74,7 +77,7 @@ async def serve(opts: ServeOptions) -> None:
     from agent.users import UserStore
 
     limits = load_limits(opts.config)
-    server, ctx = build_server(opts.state_dir, limits, opts.netns)
+    server, ctx = build_server(opts.state_dir, limits, opts.netns, opts.backend)
     tasks = [asyncio.ensure_future(factory()) for factory in ctx.tasks]
     users = UserStore(opts.state_dir)
     acceptor = await start_server(

@@ -23,6 +23,7 @@ PROG = "netconf-vrrp-agent"
 DEFAULT_LISTEN = "0.0.0.0"
 DEFAULT_PORT = 830
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+BACKENDS = ("linux", "none")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class ServeOptions:
     netns: str | None
     config: Path | None
     log_level: str
+    backend: str = "linux"
 
 
 class CliError(Exception):
@@ -89,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--netns", metavar="NAME",
                        help="network namespace to manage (default: the current one)")
     serve.add_argument("--config", type=Path, metavar="FILE", help="agent configuration file")
+    serve.add_argument("--backend", choices=BACKENDS, default="linux",
+                       help="linux: apply configuration to the kernel and keepalived (default); "
+                            "none: datastores only, nothing applied (protocol testing)")
     serve.add_argument("--log-level", type=_log_level, default="INFO", metavar="LEVEL",
                        help=f"one of {', '.join(LOG_LEVELS)} (default INFO)")
     return parser
@@ -190,6 +195,7 @@ def _serve(args: argparse.Namespace) -> int:
         netns=args.netns,
         config=args.config,
         log_level=args.log_level,
+        backend=args.backend,
     )
     _setup_logging(options.log_level)
     from agent.app import run_server  # imported late: it pulls in the whole agent

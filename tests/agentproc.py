@@ -25,8 +25,19 @@ def free_port() -> int:
 class AgentProcess:
     """One agent on 127.0.0.1 with its own state directory and a random password."""
 
-    def __init__(self, state_dir: Path, *, user: str = "admin", config: Path | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        user: str = "admin",
+        config: Path | None = None,
+        netns: str | None = None,
+    ) -> None:
+        """``netns``: the namespace the agent manages with its Linux backend; without one
+        the agent runs datastore-only (``--backend none``) so that a test never touches the
+        host's own interfaces."""
         self.state_dir = Path(state_dir)
+        self.netns = netns
         self.user = user
         self.password = secrets.token_urlsafe(12)
         self.host = "127.0.0.1"
@@ -45,6 +56,7 @@ class AgentProcess:
                 "--listen", self.host, "--port", str(self.port)]
         if self.config is not None:
             args += ["--config", str(self.config)]
+        args += ["--netns", self.netns] if self.netns else ["--backend", "none"]
         logf = open(self.log, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, env={**os.environ})

@@ -931,3 +931,26 @@ def test_leaf_list_operations(llt_client):
     check_error(only(errs), type="application", tag="invalid-value")
     assert_ok(edit(c, _box("x", op="delete"), default_operation="none"))
     assert tags() == ["y"]
+
+
+# ====================================================================== RFC 6243 §4.5.2
+WDA = "urn:ietf:params:xml:ns:netconf:default:1.0"
+
+
+def test_wd_default_attribute_with_non_default_value_is_invalid_value(b):
+    """A leaf marked wd:default="true" must carry the schema default (priority: 100)."""
+    errs = refused(b, vrrp1(f'<priority xmlns:wd="{WDA}" wd:default="true">150</priority>'))
+    check_error(only(errs), type="application", tag="invalid-value",
+                path=f"{VRRP1}/vrrp:priority")
+
+
+def test_wd_default_attribute_returns_the_leaf_to_its_default(b):
+    """wd:default="true" with the default value removes the explicit value (priority 200 of
+    the base configuration becomes the default 100, reported only with report-all)."""
+    assert values(b, "//vrrp:vrrp-instance/vrrp:priority/text()") == ["200"]
+    assert_ok(edit(b, vrrp1(f'<priority xmlns:wd="{WDA}" wd:default="1">100</priority>')))
+    assert values(b, "//vrrp:vrrp-instance/vrrp:priority/text()") == []
+    r = b.rpc('<get-config><source><running/></source><with-defaults xmlns='
+              '"urn:ietf:params:xml:ns:yang:ietf-netconf-with-defaults">report-all'
+              '</with-defaults></get-config>')
+    assert r.xpath("//vrrp:vrrp-instance/vrrp:priority/text()", namespaces=NS) == ["100"]

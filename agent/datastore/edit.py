@@ -16,9 +16,10 @@ from agent.datastore.schema import Schema, SchemaNode
 from agent.datastore.tree import PathMaker, element, insert_child, make_leaf, split
 from agent.datastore.yangtypes import TypeMismatch
 from agent.protocol.errors import PROTOCOL, RpcError, RpcErrors, bad_attribute, bad_element
-from agent.protocol.namespaces import NC
+from agent.protocol.namespaces import NC, WD_ATTR
 
 OPERATION = f"{{{NC}}}operation"
+WD_DEFAULT = f"{{{WD_ATTR}}}default"
 OPS = ("merge", "replace", "create", "delete", "remove", "none")
 
 
@@ -202,6 +203,20 @@ class Editor:
             self.result.changed = True
             return
         value = self._value(snode, req)
+        if req.get(WD_DEFAULT) in ("true", "1"):
+            # RFC 6243 §4.5.2: wd:default="true" asks for the schema default; the value sent
+            # must be that default, and the leaf then returns to it (it is not stored).
+            if snode.default is None or value != snode.default:
+                raise self._error(
+                    "invalid-value",
+                    f"'{snode.name}' is marked default but '{value}' is not its default value",
+                    req,
+                    info=[bad_element(snode.name)],
+                )
+            if op != "none" and cur is not None and not snode.is_key:
+                tgt.remove(cur)
+                self.result.changed = True
+            return
         if op == "none":
             if cur is None:
                 raise self._missing(snode, req)

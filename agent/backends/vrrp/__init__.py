@@ -1,0 +1,1 @@
+"""VRRP backend: ietf-vrrp served by keepalived over virtual-MAC macvlans."""
