@@ -59,6 +59,13 @@ def attach_backends(server: NetconfServer, ctx: BackendContext) -> None:
     """
     if ctx.backend == "none":
         return
+    from agent.backends.linux.config import attach as attach_linux
+    from agent.backends.linux.state import attach as attach_linux_state
+    from agent.backends.vrrp.backend import attach as attach_vrrp
+
+    attach_linux(server, ctx)  # first: interfaces, addresses, macvlans
+    attach_linux_state(server, ctx)  # interface state from the kernel, before VRRP's
+    attach_vrrp(server, ctx)  # after the Linux backend: it builds on its interfaces
 
 
 def build_server(

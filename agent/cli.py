@@ -1,4 +1,4 @@
-"""Command line: ``netconf-vrrp-agent useradd ...`` and ``netconf-vrrp-agent serve ...``.
+"""Command line: ``netconf-vrrp-agent useradd ...``, ``serve ...`` and ``lab up|status|down``.
 
 Outside tools depend on this interface; keep options and exit codes stable:
 0 success, 1 operational error (bad key file, unreadable stdin, ...), 2 usage error
@@ -96,7 +96,53 @@ def build_parser() -> argparse.ArgumentParser:
                             "none: datastores only, nothing applied (protocol testing)")
     serve.add_argument("--log-level", type=_log_level, default="INFO", metavar="LEVEL",
                        help=f"one of {', '.join(LOG_LEVELS)} (default INFO)")
+    _add_lab_parser(sub)
     return parser
+
+
+def _add_lab_parser(sub: argparse._SubParsersAction) -> None:
+    from agent import lab
+
+    lab_p = sub.add_parser(
+        "lab", help="the VRRP demo lab in network namespaces (up, status, down)",
+        description="Two routers, each managed by its own agent, a LAN switch and a host, "
+                    "in network namespaces.",
+    )
+    lab_sub = lab_p.add_subparsers(dest="lab_command", required=True, metavar="ACTION")
+    actions = {
+        "up": "build the namespaces and start one agent per router",
+        "status": "agents' addresses, whether they run, VRRP state of each router",
+        "down": "stop the agents and remove everything the lab made",
+    }
+    for name, text in actions.items():
+        p = lab_sub.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        p.add_argument("--state-dir", type=Path, default=lab.DEFAULT_STATE_DIR, metavar="DIR",
+                       help=f"the lab's state directory (default {lab.DEFAULT_STATE_DIR})")
+        if name in ("up", "down"):
+            p.add_argument("--prefix", default=lab.DEFAULT_PREFIX if name == "up" else None,
+                           help="network namespace name prefix (default "
+                                f"{lab.DEFAULT_PREFIX!r}: {lab.DEFAULT_PREFIX}r1, ...)")
+        if name == "up":
+            p.add_argument("--address-base", default=lab.DEFAULT_ADDRESS_BASE, metavar="ADDR",
+                           help="loopback address before the agents' ones: r1 listens on "
+                                f"ADDR+1, r2 on ADDR+2 (default {lab.DEFAULT_ADDRESS_BASE})")
+            p.add_argument("--port", type=_port, default=lab.DEFAULT_PORT, metavar="N",
+                           help=f"the agents' TCP port (default {lab.DEFAULT_PORT})")
+        if name == "status":
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _lab(args: argparse.Namespace) -> int:
+    from agent import lab
+
+    try:
+        if args.lab_command == "up":
+            return lab.up(args.state_dir, args.prefix, args.address_base, args.port, sys.stdout)
+        if args.lab_command == "status":
+            return lab.status(args.state_dir, sys.stdout, as_json=args.json)
+        return lab.down(args.state_dir, args.prefix, sys.stdout)
+    except lab.LabError as exc:
+        raise CliError(str(exc)) from None
 
 
 def _read_password(stdin: object) -> str:
@@ -216,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "useradd":
             return _useradd(args, parser)
+        if args.command == "lab":
+            return _lab(args)
         return _serve(args)
     except CliError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)

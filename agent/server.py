@@ -17,7 +17,7 @@ from agent.datastore.transaction import Subscriber
 from agent.events import EventBus
 from agent.protocol.namespaces import CAP_BASE_10, CAP_BASE_11
 from agent.protocol.session import Dispatcher, Session, SessionConfig, SessionIO
-from agent.rpc import config_ops, monitoring, session_ops
+from agent.rpc import config_ops, monitoring, nmda, notifications, session_ops
 from agent.rpc.retrieve import Retriever
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,8 @@ class NetconfServer:
         config_ops.register(self)
         session_ops.register(self)
         monitoring.register(self)
+        nmda.register(self)  # after config_ops: wraps lock/unlock/validate
+        self.notifications = notifications.register(self)  # RFC 5277 + RFC 6470
         self._caps: list[str] | None = None
 
     # ------------------------------------------------------------------ start
@@ -96,7 +98,12 @@ class NetconfServer:
                 CAP + "validate:1.1",
                 CAP + "startup:1.0",
                 CAP + "xpath:1.0",
+                notifications.CAP_NOTIFICATION,
+                notifications.CAP_INTERLEAVE,
                 CAP + "with-defaults:1.0?basic-mode=explicit"
+                "&also-supported=report-all,report-all-tagged,trim",
+                # RFC 8526 §3.1.1.2: with-defaults also on <get-data> of ds:operational
+                CAP + "with-operational-defaults:1.0?basic-mode=explicit"
                 "&also-supported=report-all,report-all-tagged,trim",
                 CAP + f"yang-library:1.0?revision=2019-01-04&module-set-id={self.content_id()}",
                 CAP + f"yang-library:1.1?revision=2019-01-04&content-id={self.content_id()}",
@@ -126,6 +133,7 @@ class NetconfServer:
         )
         self.sessions[sid] = s
         log.info("session %d: opened for %s from %s", sid, io.username, io.peer[0])
+        self.notifications.session_started(s)
         return s
 
     def _bad_hello(self, s: Session) -> None:
@@ -143,3 +151,4 @@ class NetconfServer:
             self.stats.dropped_sessions += 1
         self.datastores.release_session(s.session_id)
         log.info("session %d: closed", s.session_id)
+        self.notifications.session_ended(s)

@@ -35,8 +35,12 @@ IMPLEMENTED: dict[str, list[str]] = {
                      "startup", "xpath"],
     "ietf-netconf-with-defaults": [],
     "ietf-netconf-monitoring": [],
+    "ietf-netconf-notifications": [],  # RFC 6470 events: agent/rpc/notifications.py
     "ietf-yang-library": [],
     "ietf-datastores": [],
+    # RFC 8526 (agent/rpc/nmda.py): get-data with with-defaults and the origin annotation
+    "ietf-netconf-nmda": ["origin", "with-defaults"],
+    "ietf-origin": [],
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,9 @@ from agent.protocol.xmlparse import parse
 log = logging.getLogger(__name__)
 
 NAMES = ("running", "candidate", "startup")
+
+#: Called after ``running`` or ``startup`` changed: ``(datastore name, old tree, new tree)``.
+ChangeObserver = Callable[[str, etree._Element, etree._Element], None]
 
 
 @dataclass
@@ -78,6 +82,7 @@ class Datastores:
         if state_dir is not None:
             self.stores["startup"].path = Path(state_dir) / "startup.xml"
         self.last_change = time.time()
+        self.observers: list[ChangeObserver] = []  # e.g. RFC 6470 netconf-config-change
 
     def __getitem__(self, name: str) -> Datastore:
         return self.stores[name]
@@ -166,18 +171,28 @@ class Datastores:
     def set_running(self, tree: etree._Element) -> None:
         """Apply ``tree`` to the backends (two-phase), then make it running."""
         run = self.stores["running"]
-        run_transaction(self.subscribers, run.tree, tree)
+        old = run.tree
+        run_transaction(self.subscribers, old, tree)
         run.tree = tree
         self.last_change = time.time()
         cand = self.stores["candidate"]
         if cand.modified_by is None:
             cand.tree = _copy(tree)
+        self._changed("running", old, tree)
 
     def set_startup(self, tree: etree._Element) -> None:
         st = self.stores["startup"]
         if st.path is not None:
             atomic_write(st.path, etree.tostring(tree, xml_declaration=True, encoding="UTF-8"))
-        st.tree = tree
+        old, st.tree = st.tree, tree
+        self._changed("startup", old, tree)
+
+    def _changed(self, name: str, old: etree._Element, new: etree._Element) -> None:
+        for observer in self.observers:
+            try:
+                observer(name, old, new)
+            except Exception:  # an observer's bug never fails a change already made
+                log.exception("datastore change observer failed")
 
     def commit(self, session_id: int, tree: etree._Element | None = None) -> None:
         """Make the candidate (or ``tree``, its validated form) running; candidate = running."""

@@ -9,6 +9,7 @@ and come back as reply content or :class:`RpcError`. Bytes come in through
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import time
@@ -52,6 +53,13 @@ class RpcContext:
     @property
     def session_id(self) -> int:
         return self.session.session_id
+
+
+#: The RPC being handled, for code below the handlers that needs to know who asked
+#: (e.g. the ``changed-by`` of an RFC 6470 ``netconf-config-change``); None outside RPCs.
+current_rpc: contextvars.ContextVar[RpcContext | None] = contextvars.ContextVar(
+    "current_rpc", default=None
+)
 
 
 class Dispatcher:
@@ -107,6 +115,9 @@ class Session:
     established: bool = False
     closed: bool = False
     killed: bool = False
+    # why the session ended, when the session itself decided it (RFC 6470 termination-reason:
+    # "timeout", "bad-hello", "other"); kill-session and close-session have their own flags
+    end_reason: str | None = None
 
     def __post_init__(self) -> None:
         self.framer = Framer(self.config.max_message_size)
@@ -150,6 +161,7 @@ class Session:
                 self._pending.append(msg)
         except FramingError as exc:
             log.warning("session %d: framing error: %s; closing", self.session_id, exc)
+            self.end_reason = "other"
             self.close()
             return
         self._drain()
@@ -210,12 +222,15 @@ class Session:
         if out and not self.closed:
             self.io.write(b"".join(out) if len(out) > 1 else out[0])
 
-    def send_notification(self, notification: etree._Element) -> None:
-        """Queue a whole ``<notification>`` message (never interleaved inside a reply)."""
+    def send_notification(self, notification: etree._Element | bytes) -> None:
+        """Queue a whole ``<notification>`` message (element or serialized bytes). It goes
+        through the same queue as replies, one whole frame each: never inside a reply."""
         if self.closed or not self.established:
             return
         self.counters.out_notifications += 1
-        self._send(etree.tostring(notification))
+        if not isinstance(notification, bytes):
+            notification = etree.tostring(notification)
+        self._send(notification)
 
     # ------------------------------------------------------------------ hello
     def _hello(self) -> bytes:
@@ -230,6 +245,7 @@ class Session:
         if not self.established and not self.closed:
             log.warning("session %d: no hello within %.0fs; closing", self.session_id,
                         self.config.hello_timeout)
+            self.end_reason = "timeout"
             self.on_bad_hello(self)
             self.close()
 
@@ -264,6 +280,7 @@ class Session:
 
     def _bad_hello(self, why: str) -> None:
         log.warning("session %d: %s; closing", self.session_id, why)
+        self.end_reason = "bad-hello"
         self.on_bad_hello(self)
         self.close()
 
@@ -341,6 +358,7 @@ class Session:
         op = ops[0]
         self.counters.in_rpcs += 1  # RFC 6022: correct <rpc> messages only
         ctx = RpcContext(self, rpc)
+        token = current_rpc.set(ctx)
         try:
             handler = self.dispatcher.lookup(op)
             result = handler(ctx, op)
@@ -354,14 +372,18 @@ class Session:
             log.exception("session %d: handler for %s failed", self.session_id, op.tag)
             self._reply_errors(rpc, [RpcError("operation-failed", f"internal error: {exc}")])
             return None
+        finally:
+            current_rpc.reset(token)
         if inspect.isawaitable(result):
-            return self._await_reply(rpc, result)
+            return self._await_reply(ctx, result)
         self._send(self._reply(rpc, result))
         if self._closing_after_reply:
             self.close()
         return None
 
-    async def _await_reply(self, rpc: etree._Element, awaitable) -> bytes:
+    async def _await_reply(self, ctx: RpcContext, awaitable) -> bytes:
+        rpc = ctx.rpc
+        current_rpc.set(ctx)  # this task's own context: seen until the reply is built
         try:
             result = await awaitable
         except RpcErrors as exc:
@@ -401,10 +423,19 @@ class Session:
 
     @staticmethod
     def _reply(rpc: etree._Element | None, result, error: bool = False) -> bytes:
-        reply = etree.Element(f"{{{NC}}}rpc-reply", nsmap={None: NC})
-        if rpc is not None:
-            for k, v in rpc.attrib.items():  # RFC 6241 §4.2: all rpc attributes come back
-                reply.set(k, v)
+        if rpc is not None and len(rpc.attrib) > 16:
+            # lxml adds attributes in quadratic time (50,000 took 24 s): turn the request
+            # element itself into the reply instead; it is done with once the handler ran.
+            reply = rpc
+            for c in list(reply):
+                reply.remove(c)
+            reply.text = None
+            reply.tag = f"{{{NC}}}rpc-reply"
+        else:
+            reply = etree.Element(f"{{{NC}}}rpc-reply", nsmap={None: NC})
+            if rpc is not None:
+                for k, v in rpc.attrib.items():  # RFC 6241 §4.2: all rpc attributes come back
+                    reply.set(k, v)
         if result is None:
             etree.SubElement(reply, f"{{{NC}}}ok")
         elif isinstance(result, etree._Element):

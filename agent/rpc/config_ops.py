@@ -111,6 +111,19 @@ class ConfigOps:
                                type=PROTOCOL, info=[bad_element("url")])
             raise RpcError("missing-element", "missing <config> parameter", type=PROTOCOL,
                            info=[bad_element("config")])
+        return self.edit(ctx, target, config, default_op, test_option, error_option)
+
+    def edit(
+        self,
+        ctx: RpcContext,
+        target: str,
+        config: etree._Element,
+        default_op: str = "merge",
+        test_option: str = "test-then-set",
+        error_option: str = "stop-on-error",
+        op_name: str = "edit-config",
+    ) -> None:
+        """Apply the edit in ``config`` to ``target`` (edit-config, RFC 8526 edit-data)."""
         self.ds.check_writable(target, ctx.session_id)
         store = self.ds[target]
         if default_op == "replace":
@@ -134,7 +147,7 @@ class ConfigOps:
                 self.ds.set_running(work)
             else:
                 self.ds.set_candidate(work, ctx.session_id)
-        log.info("session %d: edit-config %s: %s", ctx.session_id, target,
+        log.info("session %d: %s %s: %s", ctx.session_id, op_name, target,
                  "changed" if result.changed else "no change")
         if result.errors:  # continue-on-error: the rest was applied
             raise RpcErrors(result.errors)

@@ -135,19 +135,23 @@ def register(server: NetconfServer) -> None:
         for m in sorted(schema.modules.values(), key=lambda m: m.name):
             e = _sub(ms, ns, "module" if m.implemented else "import-only-module")
             _sub(e, ns, "name", m.name)
-            if m.revision or m.implemented:
+            # a module's revision is optional; an import-only module's is a key ("" if none)
+            if m.revision or not m.implemented:
                 _sub(e, ns, "revision", m.revision or "")
             _sub(e, ns, "namespace", m.namespace)
             for sub, rev, _ in m.submodules:
                 se = _sub(e, ns, "submodule")
                 _sub(se, ns, "name", sub)
-                _sub(se, ns, "revision", rev or "")
+                if rev:
+                    _sub(se, ns, "revision", rev)
             if m.implemented:
                 for f in m.features:
                     _sub(e, ns, "feature", f)
         sc = _sub(root, ns, "schema")
         _sub(sc, ns, "name", "complete")
         _sub(sc, ns, "module-set", "complete")
+        # RFC 8525 §3 / RFC 8342: every datastore this server implements (agent/rpc/nmda.py);
+        # they share one schema, config false nodes appearing only in <operational>
         for d in ("running", "candidate", "startup", "operational"):
             de = _sub(root, ns, "datastore")
             _sub(de, ns, "name", f"ds:{d}")

@@ -125,6 +125,9 @@ def merge_state(cfg: etree._Element, state: etree._Element, r: Retriever) -> Non
     """Merge an operational subtree into the config subtree of the same node (by list keys)."""
     index: dict[tuple[str, tuple], etree._Element] = {}
     indexed: set[str] = set()
+    # leaves (and leaf-lists) the config has: tags appended below from state don't count,
+    # or a state leaf-list would keep only its first entry
+    cfg_leaves = {c.tag for c in cfg if isinstance(c.tag, str) and not len(c)}
     for sc in state:
         if not isinstance(sc.tag, str):
             continue
@@ -138,7 +141,7 @@ def merge_state(cfg: etree._Element, state: etree._Element, r: Retriever) -> Non
             match = index.get((sc.tag, tuple(sc.findtext(k) for k in ks)))
         elif len(sc):
             match = cfg.find(sc.tag)
-        elif cfg.find(sc.tag) is not None:
+        elif sc.tag in cfg_leaves:
             continue  # the configured value wins for a leaf present in both
         if match is None:
             cfg.append(sc)

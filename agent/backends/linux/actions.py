@@ -1,0 +1,139 @@
+"""Kernel actions and their execution: in stages, batched, every step with its inverse.
+
+An :class:`Action` is one netlink request or one sysctl write, with the YANG node
+it serves (for the error-path), a description (for logs) and the actions that
+undo it. The :class:`Executor` runs a plan stage by stage: all netlink requests
+of a stage go to the kernel in batches (the kernel handles them in order), link
+indexes of interfaces created in one stage are known to the next. When anything
+fails, everything done so far is undone in reverse order and :class:`ApplyFailed`
+names the failing action and the kernel's error text.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import groupby
+
+from agent.backends.linux.nsthread import NsThread, sysctl_path
+from agent.backends.linux.rtnl import NetlinkError, Request, RtnlSocket, parse_link
+
+log = logging.getLogger(__name__)
+
+
+class Names:
+    """Interface name → ifindex, kept current while a plan runs."""
+
+    def __init__(self, mapping: dict[str, int]) -> None:
+        self.map = dict(mapping)
+
+    def __getitem__(self, name: str) -> int:
+        idx = self.map.get(name)
+        if idx is None:
+            raise NetlinkError(errno.ENODEV, f"interface {name} does not exist")
+        return idx
+
+
+@dataclass
+class Action:
+    what: str
+    path: str
+    stage: int
+    nl: Callable[[Names], Request] | None = None
+    sysctl: tuple[str, str] | None = None  # (key, value)
+    undo: list[Action] = field(default_factory=list)
+    creates: str | None = None  # link name whose index comes back in the echo
+    deletes: tuple[str, ...] = ()  # link names that disappear
+    ok_errors: tuple[int, ...] = ()  # errnos that mean "already done"
+
+    def __str__(self) -> str:
+        return self.what
+
+
+class ApplyFailed(Exception):
+    def __init__(self, action: Action, error: str) -> None:
+        super().__init__(f"{action.what}: {error}")
+        self.action = action
+        self.error = error
+
+
+def _write_sysctls(items: list[tuple[str, str]]) -> tuple[int, str | None]:
+    """Runs in the namespace thread: write in order, stop at the first failure."""
+    for i, (key, value) in enumerate(items):
+        try:
+            with open(sysctl_path(key), "w") as f:
+                f.write(value)
+        except OSError as exc:
+            return i, f"sysctl {key.replace('/', '.')}={value}: {exc.strerror or exc}"
+    return len(items), None
+
+
+class Executor:
+    def __init__(self, sock: RtnlSocket, nsthread: NsThread) -> None:
+        self.sock = sock
+        self.ns = nsthread
+
+    def run(self, actions: list[Action], names: Names) -> list[Action]:
+        """Execute ``actions`` (sorted by stage); on failure undo and raise ApplyFailed."""
+        done: list[Action] = []
+        for _stage, group in groupby(sorted(actions, key=lambda a: a.stage),
+                                     key=lambda a: a.stage):
+            acts = list(group)
+            for is_nl, part in groupby(acts, key=lambda a: a.nl is not None):
+                batch = list(part)
+                failure = (self._netlink(batch, names, done) if is_nl
+                           else self._sysctls(batch, done))
+                if failure is not None:
+                    self.undo(done, names)
+                    raise ApplyFailed(*failure)
+        return done
+
+    def _netlink(self, batch: list[Action], names: Names,
+                 done: list[Action]) -> tuple[Action, str] | None:
+        reqs: list[Request] = []
+        sendable: list[Action] = []
+        failure: tuple[Action, str] | None = None
+        for a in batch:
+            try:
+                reqs.append(a.nl(names))  # type: ignore[misc]
+                sendable.append(a)
+            except NetlinkError as exc:
+                failure = failure or (a, exc.text)
+                break
+        for a, (err, echoed) in zip(sendable, self.sock.batch(reqs), strict=True):
+            if err is not None and err.errno not in a.ok_errors:
+                failure = failure or (a, err.text)
+                continue
+            done.append(a)
+            if a.creates and echoed:
+                names.map[a.creates] = parse_link(echoed[0]).index
+            for name in a.deletes:
+                names.map.pop(name, None)
+        return failure
+
+    def _sysctls(self, batch: list[Action], done: list[Action]) -> tuple[Action, str] | None:
+        items = [a.sysctl for a in batch]
+        n, err = self.ns.call(_write_sysctls, items)
+        done += batch[:n]
+        return None if err is None else (batch[n], err)
+
+    def undo(self, done: list[Action], names: Names) -> None:
+        """Run the inverses of ``done`` in reverse order (best effort, failures logged)."""
+        for a in reversed(done):
+            for inv in a.undo:
+                try:
+                    if inv.nl is not None:
+                        echoed = self.sock.request(inv.nl(names))
+                        if inv.creates and echoed:
+                            names.map[inv.creates] = parse_link(echoed[0]).index
+                        for name in inv.deletes:
+                            names.map.pop(name, None)
+                    elif inv.sysctl is not None:
+                        n, err = self.ns.call(_write_sysctls, [inv.sysctl])
+                        if err:
+                            raise OSError(err)
+                except Exception as exc:  # noqa: BLE001 - undo goes on
+                    log.error("rollback step %r failed: %s", inv.what, exc)
+        done.clear()

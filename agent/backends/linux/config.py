@@ -1,0 +1,126 @@
+"""The Linux backend's configuration side: running → kernel, as a two-phase subscriber.
+
+``prepare(old, new)`` reads the kernel (one dump each of links, addresses and
+neighbours), refuses what the kernel cannot hold (an interface that does not
+exist and cannot be created, a macvlan without its lower) and plans the actions;
+``apply`` executes them, and on the first kernel error undoes everything it did
+and raises ``operation-failed`` naming the node and the kernel's error text.
+``reconcile()`` plans running against the kernel again: drift is restored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from lxml import etree
+
+from agent.backends.linux import intent
+from agent.backends.linux.actions import Action, ApplyFailed, Executor, Names
+from agent.backends.linux.nsthread import NsThread
+from agent.backends.linux.planner import Kernel, Planner
+from agent.protocol.errors import RpcError
+
+if TYPE_CHECKING:
+    from agent.app import BackendContext
+    from agent.server import NetconfServer
+
+log = logging.getLogger("agent.linux")
+
+
+class LinuxPlan:
+    def __init__(self, backend: LinuxConfig, actions: list[Action], names: Names) -> None:
+        self.backend = backend
+        self.actions = actions
+        self.names = names
+
+    def apply(self) -> Callable[[], None]:
+        b = self.backend
+        if b.before_apply is not None:  # test hook: change the kernel behind the plan's back
+            b.before_apply()
+        try:
+            done = b.executor.run(self.actions, self.names)
+        except ApplyFailed as exc:
+            log.warning("linux: apply failed, rolled back: %s", exc)
+            raise RpcError("operation-failed", str(exc), path=exc.action.path,
+                           path_ns=intent.PATH_NS) from None
+        for a in done:
+            log.info("linux: %s", a.what)
+
+        def undo() -> None:
+            log.info("linux: undoing %d actions", len(done))
+            b.executor.undo(list(done), self.names)
+
+        return undo
+
+
+class LinuxConfig:
+    """Subscriber applying ietf-interfaces / ietf-ip / macvlan config in ``netns``."""
+
+    name = "linux"
+
+    def __init__(self, netns: str | None) -> None:
+        self.netns = netns
+        self.ns = NsThread(netns)
+        self.sock = self.ns.socket()
+        self.executor = Executor(self.sock, self.ns)
+        self.originals: dict[str, int] = {}  # link MTUs before the agent changed them
+        self.before_apply: Callable[[], None] | None = None
+        self.running: Callable[[], etree._Element] | None = None
+        self._last_warnings: set[str] = set()
+
+    def close(self) -> None:
+        self.sock.close()
+        self.ns.close()
+
+    def _planner(self, kernel: Kernel) -> Planner:
+        return Planner(kernel, self.ns.read_sysctls, self.originals)
+
+    # ------------------------------------------------------------ subscriber
+    def prepare(self, old: etree._Element, new: etree._Element) -> LinuxPlan | None:
+        o, n = intent.parse(old), intent.parse(new)
+        strict = {name for name, it in n.items() if o.get(name) != it}
+        kernel = Kernel.read(self.sock)
+        res = self._planner(kernel).plan(o, n, strict)
+        for w in res.warnings:
+            log.warning("linux: %s (configuration kept, not applied)", w)
+        if not res.actions:
+            return None
+        return LinuxPlan(self, res.actions, kernel.names())
+
+    # ------------------------------------------------------------ reconcile
+    def reconcile(self) -> bool:
+        """Restore what differs from running; True when the kernel now matches."""
+        if self.running is None:
+            return True
+        want = intent.parse(self.running())
+        kernel = Kernel.read(self.sock)
+        res = self._planner(kernel).plan(want, want, set())
+        new_warnings = set(res.warnings) - self._last_warnings
+        for w in sorted(new_warnings):
+            log.warning("drift: %s: cannot restore", w)
+        self._last_warnings = set(res.warnings)
+        if not res.actions:
+            return True
+        try:
+            done = self.executor.run(res.actions, kernel.names())
+        except ApplyFailed as exc:
+            log.error("drift: restoring failed: %s", exc)
+            return False
+        for a in done:
+            log.warning("drift: %s: restored", a.what)
+        return True
+
+
+def attach(server: NetconfServer, ctx: BackendContext) -> LinuxConfig:
+    """Wire the backend in: first subscriber (the VRRP backend builds on its interfaces),
+    drift watcher task, shutdown."""
+    from agent.backends.linux.drift import DriftWatcher
+
+    backend = LinuxConfig(ctx.netns)
+    backend.running = lambda: server.datastores["running"].tree
+    server.datastores.subscribers.insert(0, backend)
+    ctx.tasks.append(DriftWatcher(backend).run)
+    ctx.on_stop.append(backend.close)
+    return backend

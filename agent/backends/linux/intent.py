@@ -1,0 +1,177 @@
+"""What the running configuration asks of the kernel, per interface (the *intent*).
+
+Reads a validated ``running`` tree (ietf-interfaces, ietf-ip, the project's macvlan
+augment) into plain dataclasses with YANG defaults filled in, IP addresses in
+canonical text. Error paths use the modules' own prefixes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from lxml import etree
+
+from agent.protocol.errors import RpcError
+
+IF = "urn:ietf:params:xml:ns:yang:ietf-interfaces"
+IP = "urn:ietf:params:xml:ns:yang:ietf-ip"
+MV = "urn:netconf-vrrp-agent:yang:macvlan"
+PATH_NS = {"if": IF, "ip": IP, "mv": MV}
+
+
+def quote(v: str) -> str:
+    if "'" not in v:
+        return f"'{v}'"
+    if '"' not in v:
+        return f'"{v}"'
+    return "concat('" + "', \"'\", '".join(v.split("'")) + "')"
+
+
+def if_path(name: str, *tail: str) -> str:
+    """``/if:interfaces/if:interface[if:name='X']/tail...``"""
+    base = f"/if:interfaces/if:interface[if:name={quote(name)}]"
+    return base + "".join("/" + t for t in tail)
+
+
+@dataclass
+class IpIntent:
+    """``ip:ipv4`` or ``ip:ipv6`` of one interface (present container)."""
+
+    enabled: bool = True
+    forwarding: bool = False
+    mtu: int | None = None
+    addresses: dict[str, int] = field(default_factory=dict)  # ip → prefix length
+    neighbors: dict[str, str] = field(default_factory=dict)  # ip → link-layer address
+    # IPv6 only
+    dad_transmits: int = 1
+    autoconf_global: bool = True
+    temp_addresses: bool = False
+    temp_valid: int = 604800
+    temp_preferred: int = 86400
+
+
+@dataclass
+class IfIntent:
+    name: str
+    macvlan: bool = False
+    enabled: bool = True
+    description: str | None = None
+    link_up_down_trap: bool = True  # stored only
+    lower: str | None = None
+    mode: str = "vepa"
+    mac: str | None = None
+    ipv4: IpIntent | None = None
+    ipv6: IpIntent | None = None
+
+    @property
+    def mtu(self) -> int | None:
+        """The link MTU asked for (ietf-ip: IPv4 mtu is the link MTU)."""
+        return self.ipv4.mtu if self.ipv4 is not None else None
+
+
+def _q(ns: str, name: str) -> str:
+    return f"{{{ns}}}{name}"
+
+
+def _text(el: etree._Element, ns: str, name: str) -> str | None:
+    c = el.find(_q(ns, name))
+    return None if c is None else (c.text or "").strip()
+
+
+def _bool(el: etree._Element, ns: str, name: str, default: bool) -> bool:
+    t = _text(el, ns, name)
+    return default if t is None else t == "true"
+
+
+def _int(el: etree._Element, ns: str, name: str, default: int | None) -> int | None:
+    t = _text(el, ns, name)
+    return default if t is None else int(t)
+
+
+def _is_macvlan_type(el: etree._Element) -> bool:
+    t = el.find(_q(IF, "type"))
+    if t is None or not t.text:
+        return False
+    prefix, _, local = t.text.strip().rpartition(":")
+    return local == "macvlan" and t.nsmap.get(prefix or None) == MV
+
+
+def netmask_to_prefix(mask: str, path: str) -> int:
+    bits = int(ipaddress.IPv4Address(mask))
+    plen = bin(bits).count("1")
+    if bits != ((1 << 32) - 1) ^ ((1 << (32 - plen)) - 1):
+        raise RpcError("invalid-value", f"non-contiguous netmask {mask} is not supported by "
+                       "Linux", path=path, path_ns=PATH_NS)
+    return plen
+
+
+def _ip(el: etree._Element, name: str, v6: bool) -> IpIntent:
+    c = IpIntent(
+        enabled=_bool(el, IP, "enabled", True),
+        forwarding=_bool(el, IP, "forwarding", False),
+        mtu=_int(el, IP, "mtu", None),
+    )
+    fam = "ipv6" if v6 else "ipv4"
+    for a in el.iterfind(_q(IP, "address")):
+        ip = ipaddress.ip_address(_text(a, IP, "ip") or "").compressed
+        plen = _int(a, IP, "prefix-length", None)
+        if plen is None:
+            mask = _text(a, IP, "netmask")
+            apath = if_path(name, f"ip:{fam}", f"ip:address[ip:ip={quote(ip)}]")
+            if mask is None:
+                raise RpcError("missing-element", f"address {ip} has no prefix-length",
+                               path=apath, path_ns=PATH_NS)
+            plen = netmask_to_prefix(mask, apath + "/ip:netmask")
+        c.addresses[ip] = plen
+    for n in el.iterfind(_q(IP, "neighbor")):
+        ip = ipaddress.ip_address(_text(n, IP, "ip") or "").compressed
+        c.neighbors[ip] = (_text(n, IP, "link-layer-address") or "").lower()
+    if v6:
+        c.dad_transmits = _int(el, IP, "dup-addr-detect-transmits", 1) or 0
+        ac = el.find(_q(IP, "autoconf"))
+        if ac is not None:
+            c.autoconf_global = _bool(ac, IP, "create-global-addresses", True)
+            c.temp_addresses = _bool(ac, IP, "create-temporary-addresses", False)
+            c.temp_valid = _int(ac, IP, "temporary-valid-lifetime", 604800) or 0
+            c.temp_preferred = _int(ac, IP, "temporary-preferred-lifetime", 86400) or 0
+    return c
+
+
+def parse_interface(el: etree._Element) -> IfIntent:
+    name = _text(el, IF, "name") or ""
+    it = IfIntent(
+        name=name,
+        macvlan=_is_macvlan_type(el),
+        enabled=_bool(el, IF, "enabled", True),
+        description=_text(el, IF, "description"),
+        link_up_down_trap=_text(el, IF, "link-up-down-trap-enable") != "disabled",
+    )
+    mv = el.find(_q(MV, "macvlan"))
+    if mv is not None:
+        it.lower = _text(mv, MV, "lower-interface")
+        it.mode = _text(mv, MV, "mode") or "vepa"
+        mac = _text(mv, MV, "mac-address")
+        it.mac = mac.lower() if mac else None
+    if it.macvlan and not it.lower:
+        raise RpcError("missing-element", f"macvlan {name} needs mv:macvlan/lower-interface",
+                       path=if_path(name, "mv:macvlan"), path_ns=PATH_NS)
+    v4 = el.find(_q(IP, "ipv4"))
+    if v4 is not None:
+        it.ipv4 = _ip(v4, name, False)
+    v6 = el.find(_q(IP, "ipv6"))
+    if v6 is not None:
+        it.ipv6 = _ip(v6, name, True)
+    return it
+
+
+def parse(root: etree._Element) -> dict[str, IfIntent]:
+    """name → intent for every configured interface of a ``<data>`` tree."""
+    out: dict[str, IfIntent] = {}
+    ifs = root.find(_q(IF, "interfaces"))
+    if ifs is None:
+        return out
+    for el in ifs.iterfind(_q(IF, "interface")):
+        it = parse_interface(el)
+        out[it.name] = it
+    return out

@@ -1,0 +1,77 @@
+"""A worker thread living inside the managed network namespace.
+
+``setns(2)`` changes the namespace of the calling thread only, so one dedicated
+thread enters the namespace once; sockets it creates stay bound to that
+namespace (and may be used from any thread), and ``/proc/sys/net`` read from it
+shows the namespace's sysctls. Python 3.11 has no ``os.setns``: libc's is used.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from agent.backends.linux.rtnl import RtnlSocket
+
+CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
+
+
+def _enter(netns: str | None) -> None:
+    if netns is None:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({netns}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def sysctl_path(key: str) -> str:
+    """``net/ipv4/conf/eth0.5/forwarding`` → its /proc/sys path (keys use '/', not '.')."""
+    return "/proc/sys/" + key
+
+
+class NsThread:
+    """Runs callables inside ``netns`` (``None``: the agent's own namespace)."""
+
+    def __init__(self, netns: str | None) -> None:
+        self.netns = netns
+        self._ex = ThreadPoolExecutor(1, thread_name_prefix=f"netns-{netns or 'self'}",
+                                      initializer=_enter, initargs=(netns,))
+
+    def call(self, fn: Callable[..., T], *args) -> T:
+        return self._ex.submit(fn, *args).result()
+
+    def socket(self, groups: int = 0) -> RtnlSocket:
+        return self.call(RtnlSocket, groups)
+
+    def read_sysctls(self, keys: Iterable[str]) -> dict[str, str | None]:
+        """Values of ``keys`` (None when the file does not exist)."""
+        def run(keys: list[str]) -> dict[str, str | None]:
+            out: dict[str, str | None] = {}
+            for k in keys:
+                try:
+                    with open(sysctl_path(k)) as f:
+                        out[k] = f.read().strip()
+                except OSError:
+                    out[k] = None
+            return out
+
+        return self.call(run, list(keys))
+
+    def write_sysctl(self, key: str, value: str) -> None:
+        def run() -> None:
+            with open(sysctl_path(key), "w") as f:
+                f.write(value)
+
+        self.call(run)
+
+    def close(self) -> None:
+        self._ex.shutdown(wait=False)

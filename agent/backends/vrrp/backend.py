@@ -1,0 +1,203 @@
+"""The VRRP backend: running ietf-vrrp → virtual-MAC macvlans + one keepalived.
+
+``prepare`` reads the new running tree into :mod:`model` dataclasses, validates them
+(:mod:`validate`), renders keepalived.conf (:mod:`render`) and has ``keepalived -t`` check
+it: any refusal is an rpc-error and nothing is applied. ``apply`` converges the kernel
+(macvlans, ARP sysctls), the track files and keepalived (start, or SIGHUP only when the
+text changed); its undo converges back to the previous configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from lxml import etree
+
+from agent.backends.linux.netns import open_iproute
+from agent.backends.vrrp import model, vmac
+from agent.backends.vrrp.keepalived import Keepalived, KeepalivedRefused
+from agent.backends.vrrp.model import VrrpInstance
+from agent.backends.vrrp.names import vmac_address, vmac_ifname
+from agent.backends.vrrp.render import render
+from agent.backends.vrrp.tracking import NetworkTracker
+from agent.backends.vrrp.validate import check
+from agent.datastore.tree import PathMaker
+from agent.protocol.errors import RpcError, RpcErrors
+
+if TYPE_CHECKING:
+    from agent.app import BackendContext
+    from agent.datastore.schema import Schema
+    from agent.server import NetconfServer
+
+log = logging.getLogger(__name__)
+
+Instances = Mapping[tuple[str, int, int], VrrpInstance]
+
+
+@dataclass
+class Desired:
+    instances: dict[tuple[str, int, int], VrrpInstance]
+    text: str
+    prefixes: set[str]
+
+
+class VrrpBackend:
+    """A :class:`~agent.datastore.transaction.Subscriber` for ietf-vrrp."""
+
+    name = "vrrp"
+
+    def __init__(self, schema: Schema, state_dir: Path, netns: str | None) -> None:
+        self.schema = schema
+        self.netns = netns
+        self.keepalived = Keepalived(state_dir, netns)
+        self.tracker = NetworkTracker(netns, self.keepalived.track_dir)
+        self.current = Desired({}, "", set())
+        self._lock = threading.RLock()
+        self._ipr = None
+        self.keepalived.before_restart(self._remove_vips)
+
+    # ------------------------------------------------------------------ helpers
+    def ipr(self):  # noqa: ANN201 - pyroute2 IPRoute
+        if self._ipr is None:
+            self._ipr = open_iproute(self.netns)
+        return self._ipr
+
+    def _kernel_ipv4(self, ifname: str) -> str | None:
+        try:
+            idx = vmac.link_index(self.ipr(), ifname)
+            if idx is None:
+                return None
+            for a in self.ipr().get_addr(index=idx, family=2):
+                return a.get_attr("IFA_ADDRESS")
+        except Exception:  # pragma: no cover - no kernel view: the config decides
+            log.exception("reading addresses of %s failed", ifname)
+        return None
+
+    def _sources(self, cfg: model.VrrpConfig) -> dict[str, str | None]:
+        """IPv4 advert source per parent: its first configured address, else the kernel's."""
+        out: dict[str, str | None] = {}
+        for inst in cfg.instances.values():
+            if inst.family != 4 or inst.ifname in out:
+                continue
+            ic = cfg.interfaces.get(inst.ifname)
+            if ic is not None and ic.ipv4:
+                out[inst.ifname] = ic.ipv4[0].split("/")[0]
+            else:
+                out[inst.ifname] = self._kernel_ipv4(inst.ifname)
+        return out
+
+    # ------------------------------------------------------------------ transaction
+    def prepare(self, old: etree._Element, new: etree._Element) -> _Plan | None:
+        cfg = model.read(new)
+        src4 = self._sources(cfg)
+        pm = PathMaker(self.schema)
+        errors = check(cfg, src4, pm.path)
+        if errors:
+            raise errors[0] if len(errors) == 1 else RpcErrors(errors)
+        ka = self.keepalived
+        text = render(cfg.instances, src4, ka.fifo_path, ka.track_dir)
+        prefixes = {p for i in cfg.instances.values() for p, _ in i.track_networks}
+        desired = Desired(dict(cfg.instances), text, prefixes)
+        if text == self.current.text and (ka.running or not cfg.instances):
+            return None
+        try:
+            ka.check(text)
+        except KeepalivedRefused as exc:
+            raise RpcError("operation-failed", f"keepalived refuses the configuration: {exc}",
+                           app_tag="keepalived-refused") from exc
+        return _Plan(self, desired)
+
+    # ------------------------------------------------------------------ convergence
+    def converge(self, want: Desired) -> None:
+        """Make kernel, track files and keepalived match ``want`` (idempotent)."""
+        with self._lock:
+            ipr = self.ipr()
+            names = {vmac_ifname(*k): k for k in want.instances}
+            have = vmac.existing(ipr)
+            # 1. macvlans of new instances (down until their sysctls are set)
+            fix: list[vmac.Vmac] = []  # existing but wrong: repaired one by one
+            new: list[vmac.Vmac] = []
+            for name, key in names.items():
+                info = have.get(name)
+                v = vmac.Vmac(name, key[0], vmac_address(key[1], key[2]), key[1])
+                if info is None:
+                    new.append(v)
+                elif info["mac"] != v.mac or not info["up"]:
+                    fix.append(v)
+            missing = {v.parent for v in new if vmac.link_index(ipr, v.parent) is None}
+            if missing:
+                raise LookupError(f"interface {', '.join(sorted(missing))} does not exist")
+            vmac.create_many(self.netns, new)
+            for v in fix:
+                vmac.create(ipr, v)
+            parents = sorted({k[0] for k in want.instances})
+            if new or fix or parents:
+                sysctls = vmac.arp_sysctls(parents, [v.ifname for v in new + fix])
+                vmac.set_sysctls(self.netns, sysctls)
+            vmac.up_many(self.netns, [v.ifname for v in new + fix])
+            # 2. track files, then keepalived
+            self.tracker.set_prefixes(want.prefixes)
+            ka = self.keepalived
+            if want.instances or ka.running:
+                ka.apply(want.text)
+            self.current = want
+            # 3. macvlans no instance uses any more (keepalived already dropped them)
+            vmac.delete_many(self.netns, [n for n in have if n not in names])
+
+    def _remove_vips(self) -> None:
+        """keepalived died: take every virtual address off the macvlans now, so that no
+        stale VIP stays on the LAN while it restarts (it comes back only as master)."""
+        want = self.current
+        with open_iproute(self.netns) as ipr:
+            for key, inst in want.instances.items():
+                idx = vmac.link_index(ipr, vmac_ifname(*key))
+                if idx is None:
+                    continue
+                vips = set(inst.vips)
+                for a in ipr.get_addr(index=idx):
+                    addr = a.get_attr("IFA_ADDRESS")
+                    if addr in vips:
+                        try:
+                            ipr.addr("del", index=idx, address=addr, prefixlen=a["prefixlen"])
+                        except Exception:  # pragma: no cover - gone meanwhile
+                            pass
+        log.info("removed virtual addresses after keepalived exit")
+
+    def stop(self) -> None:
+        self.tracker.stop()
+        self.keepalived.stop()
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+
+
+class _Plan:
+    def __init__(self, backend: VrrpBackend, want: Desired) -> None:
+        self.backend = backend
+        self.want = want
+
+    def apply(self):  # noqa: ANN201 - Undo
+        before = self.backend.current
+        try:
+            self.backend.converge(self.want)
+        except (OSError, LookupError) as exc:
+            raise RpcError("operation-failed", f"VRRP: {exc}") from exc
+
+        def undo() -> None:
+            self.backend.converge(before)
+
+        return undo
+
+
+def attach(server: NetconfServer, ctx: BackendContext) -> VrrpBackend:
+    """Subscribe the VRRP backend (after the Linux one) and stop keepalived at shutdown."""
+    b = VrrpBackend(server.schema, ctx.state_dir, ctx.netns)
+    server.datastores.subscribers.append(b)
+    ctx.on_stop.append(b.stop)
+    server.vrrp = b  # type: ignore[attr-defined] - the state provider finds keepalived here
+    return b

@@ -1,0 +1,424 @@
+"""Linux backend, configuration → kernel, in real network namespaces (issue #3).
+
+Most tests drive an in-process NetconfServer whose only subscriber is the Linux
+backend working in a throw-away namespace holding a veth pair ``eth0``/``eth0p``;
+one test runs the real agent process over SSH (ncclient).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import logging
+import time
+
+import pytest
+from inproc import NS, LocalClient, data, errors, ok
+from lxml import etree
+from nslab import Lab, sh
+
+from agent.backends.linux.config import LinuxConfig
+from agent.backends.linux.drift import DriftWatcher
+from agent.server import NetconfServer
+
+IF, IP, MV = NS["if"], NS["ip"], NS["mv"]
+
+
+def ifs(*entries: str) -> str:
+    return (f'<interfaces xmlns="{IF}" xmlns:ianaift="{NS["ianaift"]}" xmlns:mv="{MV}">'
+            + "".join(entries) + "</interfaces>")
+
+
+def eth(name: str, body: str = "") -> str:
+    return f"<interface><name>{name}</name><type>ianaift:ethernetCsmacd</type>{body}</interface>"
+
+
+def macvlan(name: str, lower: str = "eth0", mode: str = "private", mac: str = "",
+            body: str = "") -> str:
+    m = f"<mac-address>{mac}</mac-address>" if mac else ""
+    return (f"<interface><name>{name}</name><type>mv:macvlan</type>"
+            f'<macvlan xmlns="{MV}"><lower-interface>{lower}</lower-interface>'
+            f"<mode>{mode}</mode>{m}</macvlan>{body}</interface>")
+
+
+def v4(body: str) -> str:
+    return f'<ipv4 xmlns="{IP}">{body}</ipv4>'
+
+
+def v6(body: str) -> str:
+    return f'<ipv6 xmlns="{IP}">{body}</ipv6>'
+
+
+def addr(ip: str, plen: int) -> str:
+    return f"<address><ip>{ip}</ip><prefix-length>{plen}</prefix-length></address>"
+
+
+class Env:
+    def __init__(self, lab: Lab, ns: str, backend: LinuxConfig, server: NetconfServer) -> None:
+        self.lab, self.ns, self.backend, self.server = lab, ns, backend, server
+        self.c = LocalClient(server)
+
+    def edit(self, cfg: str, **kw) -> etree._Element:
+        return self.c.edit(cfg, **kw)
+
+    def replace_all(self, cfg: str) -> etree._Element:
+        return self.c.rpc(f"<copy-config><target><running/></target><source><config>{cfg}"
+                          "</config></source></copy-config>")
+
+    def link(self, name: str) -> dict | None:
+        return self.lab.link(self.ns, name)
+
+    def addrs(self, name: str, family: str = "inet") -> list[str]:
+        return self.lab.addresses(self.ns, name, family)
+
+    def sysctl(self, key: str) -> str:
+        return self.lab.sysctl(self.ns, key)
+
+    def kernel(self) -> str:
+        """Everything the backend could touch, as comparable text."""
+        links = self.lab.ip_json(self.ns, "link", "show")
+        for lk in links:  # counters/timers are not configuration
+            for k in ("stats", "stats64", "operstate", "linkmode"):
+                lk.pop(k, None)
+        out = {
+            "links": links,
+            "addrs": [(a["ifname"], [(i["local"], i["prefixlen"]) for i in a["addr_info"]])
+                      for a in self.lab.ip_json(self.ns, "addr", "show")],
+            "neigh": [n for n in self.lab.ip_json(self.ns, "neigh", "show")
+                      if "PERMANENT" in n.get("state", [])],
+            "sysctl": self.lab.run(self.ns, "sh", "-c", "grep -r . /proc/sys/net/ipv[46]/conf/"
+                                   "eth0/ | grep -v stable_secret").stdout,
+        }
+        return json.dumps(out, sort_keys=True)
+
+    def running(self) -> bytes:
+        return etree.tostring(data(self.c.get_config()), method="c14n")
+
+
+@pytest.fixture
+def env(schema, tmp_path):
+    with Lab() as lab:
+        ns = lab.netns()
+        lab.veth(ns, "eth0")
+        backend = LinuxConfig(ns)
+        try:
+            server = NetconfServer(schema, tmp_path, subscribers=[backend])
+            backend.running = lambda: server.datastores["running"].tree
+            yield Env(lab, ns, backend, server)
+        finally:
+            backend.close()
+
+
+# ------------------------------------------------------------------ config reaches the kernel
+def test_interface_items_reach_kernel(env):
+    cfg = ifs(eth("eth0", "<description>uplink to lan</description>"
+                  "<link-up-down-trap-enable>disabled</link-up-down-trap-enable>"
+                  + v4("<forwarding>true</forwarding><mtu>1400</mtu>"
+                       + addr("192.0.2.1", 24)
+                       + "<address><ip>198.51.100.1</ip><netmask>255.255.255.128</netmask>"
+                         "</address>"
+                       "<neighbor><ip>192.0.2.9</ip><link-layer-address>02:00:00:00:00:09"
+                       "</link-layer-address></neighbor>")
+                  + v6("<forwarding>true</forwarding><mtu>1300</mtu>"
+                       + addr("2001:DB8::1", 64)
+                       + "<neighbor><ip>2001:db8::9</ip><link-layer-address>02:00:00:00:00:0a"
+                         "</link-layer-address></neighbor>"
+                       "<dup-addr-detect-transmits>0</dup-addr-detect-transmits>"
+                       "<autoconf><create-global-addresses>false</create-global-addresses>"
+                       "</autoconf>")))
+    r = env.edit(cfg)
+    assert ok(r), errors(r)
+    link = env.link("eth0")
+    assert link["ifalias"] == "uplink to lan"
+    assert link["mtu"] == 1400
+    assert sorted(env.addrs("eth0")) == ["192.0.2.1/24", "198.51.100.1/25"]
+    assert "2001:db8::1/64" in env.addrs("eth0", "inet6")
+    assert env.sysctl("net.ipv4.conf.eth0.forwarding") == "1"
+    assert env.sysctl("net.ipv6.conf.eth0.forwarding") == "1"
+    assert env.sysctl("net.ipv6.conf.eth0.mtu") == "1300"
+    assert env.sysctl("net.ipv6.conf.eth0.dad_transmits") == "0"
+    assert env.sysctl("net.ipv6.conf.eth0.autoconf") == "0"
+    neigh = {n["dst"]: n for n in env.lab.ip_json(env.ns, "neigh", "show", "dev", "eth0")}
+    assert neigh["192.0.2.9"]["lladdr"] == "02:00:00:00:00:09"
+    assert neigh["192.0.2.9"]["state"] == ["PERMANENT"]
+    assert neigh["2001:db8::9"]["lladdr"] == "02:00:00:00:00:0a"
+    # the stored-only leaf is kept in running
+    assert b"<if:link-up-down-trap-enable>disabled" in env.running()
+
+    # enabled=false → admin down; IPv4 disabled → its addresses go; IPv6 disabled → sysctl
+    r = env.edit(ifs(eth("eth0", "<enabled>false</enabled>" + v4("<enabled>false</enabled>")
+                         + v6("<enabled>false</enabled>"))))
+    assert ok(r), errors(r)
+    assert "UP" not in env.link("eth0")["flags"]
+    assert env.addrs("eth0") == []
+    assert env.sysctl("net.ipv6.conf.eth0.disable_ipv6") == "1"
+    r = env.edit(ifs(eth("eth0", "<enabled>true</enabled>" + v4("<enabled>true</enabled>")
+                         + v6("<enabled>true</enabled>"))))
+    assert ok(r), errors(r)
+    assert "UP" in env.link("eth0")["flags"]
+    assert sorted(env.addrs("eth0")) == ["192.0.2.1/24", "198.51.100.1/25"]
+    assert env.sysctl("net.ipv6.conf.eth0.disable_ipv6") == "0"
+    assert "2001:db8::1/64" in env.addrs("eth0", "inet6")
+
+
+def test_deleting_config_restores_defaults_and_keeps_link(env):
+    before = env.kernel()
+    r = env.edit(ifs(eth("eth0", "<description>x</description>"
+                         + v4("<forwarding>true</forwarding><mtu>1280</mtu>"
+                              + addr("192.0.2.1", 24))
+                         + v6("<forwarding>true</forwarding>" + addr("2001:db8::1", 64)))))
+    assert ok(r), errors(r)
+    assert env.link("eth0")["mtu"] == 1280
+    r = env.replace_all("")
+    assert ok(r), errors(r)
+    link = env.link("eth0")
+    assert link is not None and "UP" in link["flags"]
+    assert link["mtu"] == 1500 and "ifalias" not in link
+    assert env.addrs("eth0") == []
+    assert "2001:db8::1/64" not in env.addrs("eth0", "inet6")
+    assert env.sysctl("net.ipv4.conf.eth0.forwarding") == "0"
+    assert env.sysctl("net.ipv6.conf.eth0.forwarding") == "0"
+    assert env.kernel() == before
+
+
+def test_macvlan_create_change_delete(env):
+    r = env.edit(ifs(eth("eth0"), macvlan("mv0", mode="private", mac="02:00:5E:00:01:0A",
+                                          body=v4(addr("192.0.2.10", 24)))))
+    assert ok(r), errors(r)
+    link = env.link("mv0")
+    assert link["linkinfo"]["info_kind"] == "macvlan"
+    assert link["linkinfo"]["info_data"]["mode"] == "private"
+    assert link["link"] == "eth0"
+    assert link["address"] == "02:00:5e:00:01:0a"
+    assert "UP" in link["flags"]
+    assert env.addrs("mv0") == ["192.0.2.10/24"]
+    index = link["ifindex"]
+
+    r = env.edit(ifs(macvlan("mv0", mode="bridge", mac="02:00:5e:00:01:0b")))
+    assert ok(r), errors(r)
+    link = env.link("mv0")
+    assert link["linkinfo"]["info_data"]["mode"] == "bridge"
+    assert link["address"] == "02:00:5e:00:01:0b"
+    assert link["ifindex"] == index  # changed in place, not recreated
+    assert env.addrs("mv0") == ["192.0.2.10/24"]
+
+    r = env.edit(ifs(f'<interface xmlns:nc="{NS["nc"]}" nc:operation="delete">'
+                     "<name>mv0</name></interface>"))
+    assert ok(r), errors(r)
+    assert env.link("mv0") is None
+    assert env.link("eth0") is not None
+
+
+def test_macvlan_on_lower_created_in_same_commit_and_lower_change(env):
+    env.lab.veth(env.ns, "eth1")
+    r = env.edit(ifs(eth("eth0"), eth("eth1"), macvlan("mv0", "eth0"),
+                     macvlan("mv1", "mv0", mode="bridge")))
+    assert ok(r), errors(r)
+    assert env.link("mv1")["link"] == "eth0"  # the kernel stacks it on mv0's lower
+    r = env.edit(ifs(macvlan("mv0", "eth1", body=v4(addr("192.0.2.7", 24)))))
+    assert ok(r), errors(r)
+    assert env.link("mv0")["link"] == "eth1"
+    assert env.addrs("mv0") == ["192.0.2.7/24"]
+
+
+# ------------------------------------------------------------------ refusals
+def test_nonexistent_interface_refused_with_path(env):
+    before, running = env.kernel(), env.running()
+    r = env.edit(ifs(eth("eth0", v4(addr("192.0.2.1", 24))), eth("nosuch0")))
+    errs = errors(r)
+    assert len(errs) == 1, errs
+    assert errs[0]["error-tag"] == "operation-failed"
+    assert errs[0]["error-path"] == "/if:interfaces/if:interface[if:name='nosuch0']"
+    assert errs[0]["path-ns"]["if"] == IF
+    assert env.kernel() == before and env.running() == running  # eth0's address not applied
+
+    r = env.edit(ifs(macvlan("mvx", "nosuch0")))
+    assert not ok(r)  # the lower must be configured (leafref) and exist
+
+
+def test_deleting_lower_of_macvlan_refused_by_validation(env):
+    r = env.edit(ifs(eth("eth0"), macvlan("mv0", "eth0")))
+    assert ok(r), errors(r)
+    before = env.kernel()
+    r = env.edit(ifs(f'<interface xmlns:nc="{NS["nc"]}" nc:operation="delete">'
+                     "<name>eth0</name></interface>"))
+    errs = errors(r)
+    assert errs and errs[0]["error-tag"] == "data-missing", errs
+    assert errs[0].get("error-app-tag") == "instance-required"
+    assert "lower-interface" in errs[0]["error-path"]
+    assert env.kernel() == before and env.link("mv0") is not None
+
+
+# ------------------------------------------------------------------ rollback
+def test_kernel_failure_rolls_back_everything(env):
+    r = env.edit(ifs(eth("eth0", v4(addr("192.0.2.1", 24))), macvlan("mv0")))
+    assert ok(r), errors(r)
+    before, running = env.kernel(), env.running()
+    # many changes, one of which the kernel refuses: a macvlan MTU above its lower's
+    r = env.edit(ifs(eth("eth0", "<description>changed</description>"
+                         + v4("<forwarding>true</forwarding>" + addr("198.51.100.1", 24))),
+                     macvlan("mv0", mode="bridge", body=v4(addr("192.0.2.2", 24))),
+                     macvlan("mv1", body=v4("<mtu>9000</mtu>" + addr("203.0.113.1", 24)))),
+                 error_option="rollback-on-error")
+    errs = errors(r)
+    assert len(errs) == 1, errs
+    assert errs[0]["error-tag"] == "operation-failed"
+    assert errs[0]["error-path"] == "/if:interfaces/if:interface[if:name='mv1']/mv:macvlan"
+    assert "Invalid argument" in errs[0]["error-message"]
+    assert env.kernel() == before
+    assert env.running() == running
+
+
+def test_link_vanishing_between_prepare_and_apply_rolls_back(env):
+    env.lab.veth(env.ns, "eth1")
+    before_eth0 = (env.link("eth0"), env.addrs("eth0"))
+    running = env.running()
+    env.backend.before_apply = lambda: sh("ip", "-n", env.ns, "link", "del", "eth1")
+    r = env.edit(ifs(eth("eth0", "<description>d</description>" + v4(addr("192.0.2.1", 24))),
+                     eth("eth1", v4(addr("192.0.2.5", 24)))))
+    env.backend.before_apply = None
+    errs = errors(r)
+    assert len(errs) == 1 and errs[0]["error-tag"] == "operation-failed", errs
+    assert "No such device" in errs[0]["error-message"]
+    assert "if:name='eth1'" in errs[0]["error-path"]
+    assert (env.link("eth0"), env.addrs("eth0")) == before_eth0
+    assert env.running() == running
+
+
+def test_later_subscriber_failure_undoes_kernel_changes(schema, tmp_path):
+    from agent.protocol.errors import RpcError
+
+    class Refuser:
+        name = "refuser"
+
+        def prepare(self, old, new):  # noqa: ANN001, ANN201
+            class P:
+                def apply(self):  # noqa: ANN202
+                    raise RpcError("operation-failed", "refused by a later backend")
+            return P()
+
+    with Lab() as lab:
+        ns = lab.netns()
+        lab.veth(ns, "eth0")
+        backend = LinuxConfig(ns)
+        try:
+            server = NetconfServer(schema, tmp_path, subscribers=[backend])
+            env = Env(lab, ns, backend, server)
+            assert ok(env.edit(ifs(eth("eth0", v4(addr("192.0.2.1", 24))), macvlan("mv0"))))
+            before, running = env.kernel(), env.running()
+            server.datastores.subscribers.append(Refuser())
+            r = env.edit(ifs(eth("eth0", "<enabled>false</enabled>"
+                                 + v4("<mtu>1400</mtu>" + addr("192.0.2.2", 24))),
+                             macvlan("mv1", mode="bridge"),
+                             f'<interface xmlns:nc="{NS["nc"]}" nc:operation="delete">'
+                             "<name>mv0</name></interface>"))
+            assert errors(r)[0]["error-message"] == "refused by a later backend"
+            assert env.link("mv1") is None and env.link("mv0") is not None
+            assert env.kernel() == before and env.running() == running
+        finally:
+            backend.close()
+
+
+# ------------------------------------------------------------------ idempotence
+def test_applying_twice_changes_nothing(env):
+    cfg = ifs(eth("eth0", "<description>a</description>" + v4(addr("192.0.2.1", 24))
+                  + v6("<forwarding>true</forwarding>")),
+              macvlan("mv0", mac="02:00:5e:00:01:01", body=v4(addr("192.0.2.2", 24))))
+    r = env.edit(cfg)
+    assert ok(r), errors(r)
+    snap = env.kernel()
+    run = env.server.datastores["running"].tree
+    assert env.backend.prepare(run, run) is None
+    # a restarted agent applies startup with old = empty over a kernel that holds it all
+    fresh = LinuxConfig(env.ns)
+    try:
+        empty = etree.Element(run.tag)
+        assert fresh.prepare(empty, copy.deepcopy(run)) is None
+    finally:
+        fresh.close()
+    r = env.replace_all(cfg)
+    assert ok(r), errors(r)
+    assert env.kernel() == snap
+
+
+# ------------------------------------------------------------------ drift
+def test_drift_is_repaired_within_a_second(env, caplog):
+    caplog.set_level(logging.WARNING, logger="agent.linux")
+    r = env.edit(ifs(eth("eth0", v4(addr("192.0.2.1", 24))),
+                     macvlan("mv0", body=v4(addr("192.0.2.2", 24)))))
+    assert ok(r), errors(r)
+
+    async def until(cond, timeout: float = 1.0) -> float:
+        t0 = time.monotonic()
+        while not cond():
+            assert time.monotonic() - t0 < timeout, "not restored within 1 s"
+            await asyncio.sleep(0.02)
+        return time.monotonic() - t0
+
+    async def scenario() -> None:
+        watcher = DriftWatcher(env.backend)
+        task = asyncio.ensure_future(watcher.run())
+        await asyncio.sleep(0.1)
+        try:
+            ns = env.ns
+            await asyncio.to_thread(sh, "ip", "-n", ns, "link", "del", "mv0")
+            await until(lambda: env.link("mv0") is not None and env.addrs("mv0"))
+            assert env.addrs("mv0") == ["192.0.2.2/24"]
+            await asyncio.to_thread(sh, "ip", "-n", ns, "addr", "del", "192.0.2.1/24",
+                                    "dev", "eth0")
+            await until(lambda: env.addrs("eth0") == ["192.0.2.1/24"])
+            await asyncio.to_thread(sh, "ip", "-n", ns, "link", "set", "eth0", "down")
+            await until(lambda: "UP" in env.link("eth0")["flags"])
+            # a foreign address is not the agent's business: no reconcile storm, kept
+            n = watcher.reconciles
+            await asyncio.to_thread(sh, "ip", "-n", ns, "addr", "add", "10.9.9.9/32",
+                                    "dev", "eth0")
+            await asyncio.sleep(0.3)
+            assert "10.9.9.9/32" in env.addrs("eth0")
+            assert watcher.reconciles <= n + 2
+        finally:
+            task.cancel()
+
+    asyncio.run(scenario())
+    msgs = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("drift: create macvlan mv0") and m.endswith("restored")
+               for m in msgs), msgs
+    assert any("drift: add address 192.0.2.1/24 to eth0: restored" in m for m in msgs), msgs
+    assert any("drift: set eth0 up: restored" in m for m in msgs), msgs
+
+
+# ------------------------------------------------------------------ end to end over SSH
+def test_agent_process_creates_macvlan_over_ncclient(tmp_path):
+    from agentproc import AgentProcess
+
+    with Lab() as lab:
+        ns = lab.netns()
+        lab.veth(ns, "eth0")
+        agent = AgentProcess(tmp_path, netns=ns)
+        agent.start()
+        try:
+            with agent.ncclient() as m:
+                cfg = ifs(eth("eth0"), macvlan("vrrp10", mode="private",
+                                               mac="00:00:5e:00:01:0a",
+                                               body=v4(addr("192.0.2.10", 24))))
+                m.edit_config(target="running", config=f'<config xmlns="{NS["nc"]}">{cfg}</config>')
+                link = lab.link(ns, "vrrp10")
+                assert link is not None and link["link"] == "eth0"
+                assert link["address"] == "00:00:5e:00:01:0a"
+                assert lab.addresses(ns, "vrrp10") == ["192.0.2.10/24"]
+                m.copy_config(source="running", target="startup")
+            # restart: startup is applied again over the existing kernel objects (no-op),
+            # and a macvlan deleted while the agent was down comes back
+            agent.stop()
+            index = lab.link(ns, "vrrp10")["ifindex"]
+            agent.start()
+            assert lab.link(ns, "vrrp10")["ifindex"] == index
+            sh("ip", "-n", ns, "link", "del", "vrrp10")
+            deadline = time.monotonic() + 2
+            while lab.link(ns, "vrrp10") is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert lab.addresses(ns, "vrrp10") == ["192.0.2.10/24"]
+            assert "drift: create macvlan vrrp10" in agent.log.read_text()
+        finally:
+            agent.stop()
