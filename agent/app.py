@@ -62,10 +62,12 @@ def attach_backends(server: NetconfServer, ctx: BackendContext) -> None:
     from agent.backends.linux.config import attach as attach_linux
     from agent.backends.linux.state import attach as attach_linux_state
     from agent.backends.vrrp.backend import attach as attach_vrrp
+    from agent.backends.vrrp.state import attach as attach_vrrp_state
 
     attach_linux(server, ctx)  # first: interfaces, addresses, macvlans
     attach_linux_state(server, ctx)  # interface state from the kernel, before VRRP's
-    attach_vrrp(server, ctx)  # after the Linux backend: it builds on its interfaces
+    vrrp = attach_vrrp(server, ctx)  # after the Linux backend: it builds on its interfaces
+    attach_vrrp_state(server, ctx, vrrp.keepalived)  # stopped before keepalived (on_stop)
 
 
 def build_server(

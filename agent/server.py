@@ -15,6 +15,7 @@ from agent.datastore.schema import Schema
 from agent.datastore.store import Datastores
 from agent.datastore.transaction import Subscriber
 from agent.events import EventBus
+from agent.protocol.errors import RpcError, RpcErrors
 from agent.protocol.namespaces import CAP_BASE_10, CAP_BASE_11
 from agent.protocol.session import Dispatcher, Session, SessionConfig, SessionIO
 from agent.rpc import config_ops, monitoring, nmda, notifications, session_ops
@@ -81,8 +82,16 @@ class NetconfServer:
 
         tree = self.datastores.load_startup()
         work = copy.deepcopy(tree)
-        Validator(self.schema, PathMaker(self.schema)).validate(work)
-        self.datastores.set_running(work)
+        try:
+            Validator(self.schema, PathMaker(self.schema)).validate(work)
+            self.datastores.set_running(work)
+        except (RpcError, RpcErrors) as exc:
+            # The device still comes up, so that an operator can repair it over NETCONF:
+            # running stays empty, startup is kept as it is (nothing lost).
+            errs = exc.errors if isinstance(exc, RpcErrors) else [exc]
+            for e in errs:
+                log.error("startup configuration not applied: %s (%s) at %s",
+                          e.message, e.tag, e.path)
         self.datastores.discard_changes()
 
     # ------------------------------------------------------------------ capabilities

@@ -422,3 +422,31 @@ def test_agent_process_creates_macvlan_over_ncclient(tmp_path):
             assert "drift: create macvlan vrrp10" in agent.log.read_text()
         finally:
             agent.stop()
+
+
+def test_agent_starts_when_startup_names_a_missing_interface(tmp_path):
+    """A startup the kernel can no longer take (its interface is gone) does not keep the
+    device from coming up: running stays empty, startup is kept for the operator to fix."""
+    from agentproc import AgentProcess
+
+    with Lab() as lab:
+        ns = lab.netns()
+        lab.veth(ns, "eth0")
+        agent = AgentProcess(tmp_path, netns=ns)
+        agent.start()
+        try:
+            with agent.ncclient() as m:
+                cfg = ifs(eth("eth0", body=v4(addr("192.0.2.10", 24))))
+                m.edit_config(target="running", config=f'<config xmlns="{NS["nc"]}">{cfg}</config>')
+                m.copy_config(source="running", target="startup")
+            agent.stop()
+            sh("ip", "-n", ns, "link", "del", "eth0")
+            agent.start()
+            with agent.ncclient() as m:
+                running = etree.fromstring(m.get_config("running").data_xml.encode())
+                startup = etree.fromstring(m.get_config("startup").data_xml.encode())
+            assert running.find(f"{{{NS['if']}}}interfaces") is None
+            assert startup.xpath("//if:interface/if:name/text()", namespaces=NS) == ["eth0"]
+            assert "startup configuration not applied" in agent.log.read_text()
+        finally:
+            agent.stop()

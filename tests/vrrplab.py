@@ -1,0 +1,293 @@
+"""VRRP test/bench helpers: routers (in-process agents with the real backends) on a LAN.
+
+    with VrrpLab(routers=2, host=True) as v:
+        r1, r2 = v.routers
+        r1.edit(iface_xml("eth0", "192.0.2.1/24", [inst(10, priority=200, vips=[VIP])]))
+        v.wait(lambda: r1.state(4, 10) == "MASTER")
+
+Topology: a ``lan`` namespace holding bridge ``br0``; each router namespace has ``eth0`` on
+the bridge (192.0.2.N/24, 2001:db8::N/64) and ``eth1`` (a veth to nowhere, for tracking);
+the host has ``eth0`` 192.0.2.100/24.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from inproc import NS, LocalClient, ok
+from lxml import etree
+from nslab import Lab
+
+from agent.app import BackendContext, attach_backends
+from agent.backends.vrrp.names import instance_name
+from agent.server import NetconfServer
+
+IF_NS, IP_NS, VRRP_NS = NS["if"], NS["ip"], NS["vrrp"]
+STATE = {1: "BACKUP", 2: "MASTER", 3: "FAULT"}
+
+
+def inst(vrid: int, *, version: int = 3, priority: int | None = None, vips: Iterable[str] = (),
+         centis: int | None = 10, secs: int | None = None, preempt: bool | None = None,
+         hold: int | None = None, accept: bool | None = None, log: bool | None = None,
+         track_if: Iterable[tuple[str, int]] = (), track_net: Iterable[tuple[str, int]] = (),
+         family: int = 4) -> str:
+    """One ``vrrp-instance`` element (XML text) of ietf-vrrp."""
+    x = [f"<vrrp-instance><vrid>{vrid}</vrid>",
+         f'<version xmlns:vrrp="{VRRP_NS}">vrrp:vrrp-v{version}</version>']
+    if log is not None:
+        x.append(f"<log-state-change>{str(log).lower()}</log-state-change>")
+    if preempt is not None or hold is not None:
+        x.append("<preempt>")
+        if preempt is not None:
+            x.append(f"<enabled>{str(preempt).lower()}</enabled>")
+        if hold is not None:
+            x.append(f"<hold-time>{hold}</hold-time>")
+        x.append("</preempt>")
+    if priority is not None:
+        x.append(f"<priority>{priority}</priority>")
+    if accept is not None:
+        x.append(f"<accept-mode>{str(accept).lower()}</accept-mode>")
+    if version == 2 and family == 4:
+        if secs is not None:
+            x.append(f"<advertise-interval-sec>{secs}</advertise-interval-sec>")
+    elif centis is not None:
+        x.append(f"<advertise-interval-centi-sec>{centis}</advertise-interval-centi-sec>")
+    track_if, track_net = list(track_if), list(track_net)
+    if track_if or track_net:
+        x.append("<track>")
+        if track_if:
+            x.append("<interfaces>" + "".join(
+                f"<interface><interface>{n}</interface><priority-decrement>{d}"
+                "</priority-decrement></interface>" for n, d in track_if) + "</interfaces>")
+        if track_net:
+            x.append("<networks>" + "".join(
+                f"<network><prefix>{p}</prefix><priority-decrement>{d}</priority-decrement>"
+                "</network>" for p, d in track_net) + "</networks>")
+        x.append("</track>")
+    if vips:
+        leaf = f"virtual-ipv{family}-address"
+        key = f"ipv{family}-address"
+        x.append(f"<{leaf}es>" + "".join(f"<{leaf}><{key}>{v}</{key}></{leaf}>"
+                                          for v in vips) + f"</{leaf}es>")
+    x.append("</vrrp-instance>")
+    return "".join(x)
+
+
+def iface_xml(name: str, v4: Iterable[str] = (), instances4: Iterable[str] = (),
+              v6: Iterable[str] = (), instances6: Iterable[str] = (), op: str = "") -> str:
+    """An ``if:interface`` with ietf-ip addresses and VRRP instances (XML text)."""
+    def addrs(lst: Iterable[str]) -> str:
+        out = []
+        for a in lst:
+            ip, plen = a.split("/")
+            out.append(f"<address><ip>{ip}</ip><prefix-length>{plen}</prefix-length></address>")
+        return "".join(out)
+
+    instances4, instances6 = list(instances4), list(instances6)
+    v4x = (f'<ipv4 xmlns="{IP_NS}">{addrs(v4)}'
+           + (f'<vrrp xmlns="{VRRP_NS}">{"".join(instances4)}</vrrp>' if instances4 else "")
+           + "</ipv4>")
+    v6x = ""
+    if v6 or instances6:
+        v6x = (f'<ipv6 xmlns="{IP_NS}">{addrs(v6)}'
+               + (f'<vrrp xmlns="{VRRP_NS}">{"".join(instances6)}</vrrp>' if instances6
+                  else "") + "</ipv6>")
+    attr = f' nc:operation="{op}"' if op else ""
+    return (f'<interfaces xmlns="{IF_NS}"><interface{attr}><name>{name}</name>'
+            f'<type xmlns:ianaift="{NS["ianaift"]}">ianaift:ethernetCsmacd</type>'
+            f"{v4x}{v6x}</interface></interfaces>")
+
+
+def wait(pred: Callable[[], object], timeout: float = 10.0, step: float = 0.05,
+         what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(step)
+
+
+class Router:
+    """An in-process agent (NetconfServer + the real backends) managing one namespace."""
+
+    def __init__(self, lab: Lab, ns: str, index: int, schema) -> None:  # noqa: ANN001
+        self.lab, self.ns, self.index = lab, ns, index
+        self.state_dir = Path(tempfile.mkdtemp(prefix=f"vrrp-{ns}-"))
+        self.server = NetconfServer(schema, self.state_dir)
+        self.ctx = BackendContext(state_dir=self.state_dir, netns=ns)
+        attach_backends(self.server, self.ctx)
+        self.vrrp = self.server.vrrp
+        self.ka = self.vrrp.keepalived
+        self.client = LocalClient(self.server)
+
+    @property
+    def v4(self) -> str:
+        return f"192.0.2.{self.index}/24"
+
+    @property
+    def v6(self) -> str:
+        return f"2001:db8::{self.index}/64"
+
+    def edit(self, config: str, **opts: str) -> etree._Element:
+        return self.client.edit(config, **opts)
+
+    def edit_ok(self, config: str, **opts: str) -> None:
+        r = self.edit(config, **opts)
+        assert ok(r), etree.tostring(r).decode()
+
+    def dump(self) -> dict[str, dict]:
+        """keepalived's JSON dump by instance name: ``{"data": {...}, "stats": {...}}``."""
+        if self.ka.pid is None:
+            return {}
+        path = self.ka.root("/tmp/keepalived.json")
+        before = path.stat().st_mtime_ns if path.exists() else 0
+        self.ka.signal(36)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                if path.stat().st_mtime_ns != before:
+                    text = path.read_text()
+                    return {d["data"]["iname"]: d for d in json.loads(text)}
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.01)
+        return {}
+
+    def state(self, family: int, vrid: int, ifname: str = "eth0") -> str | None:
+        d = self.dump().get(instance_name(ifname, family, vrid))
+        return STATE.get(d["data"]["state"]) if d else None
+
+    def vips(self, family: int, vrid: int, ifname: str = "eth0") -> list[str]:
+        from agent.backends.vrrp.names import vmac_ifname
+
+        fam = "inet" if family == 4 else "inet6"
+        return [a.split("/")[0] for a in
+                self.lab.addresses(self.ns, vmac_ifname(ifname, family, vrid), fam)]
+
+    def close(self) -> None:
+        for fn in reversed(self.ctx.on_stop):
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - teardown goes on
+                pass
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+class VrrpLab:
+    """LAN bridge + ``routers`` router namespaces (+ a host), each router an in-process agent."""
+
+    def __init__(self, schema, routers: int = 2, host: bool = True,  # noqa: ANN001
+                 lans: int = 1) -> None:
+        self.lab = Lab(prefix="tv")
+        self.schema = schema
+        self.routers: list[Router] = []
+        self.host: str | None = None
+        self._host = host
+        self._n = routers
+        self._lans = lans
+
+    def __enter__(self) -> VrrpLab:
+        try:
+            self.build()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def build(self) -> None:
+        lab = self.lab
+        self.lan = lab.netns()
+        ports: dict[int, list[str]] = {k: [] for k in range(self._lans)}
+        for i in range(1, self._n + 1):
+            ns = lab.netns()
+            for k in range(self._lans):
+                lab.veth(ns, "eth0" if k == 0 else f"lan{k}", self.lan, f"r{i}l{k}")
+                ports[k].append(f"r{i}l{k}")
+            lab.veth(ns, "eth1")
+            lab.run(ns, "ip", "addr", "add", f"192.0.2.{i}/24", "dev", "eth0")
+            lab.run(ns, "ip", "addr", "add", f"2001:db8::{i}/64", "dev", "eth0", "nodad")
+            lab.run(ns, "sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0")
+            self.routers.append(Router(lab, ns, i, self.schema))
+        if self._host:
+            self.host = lab.netns()
+            lab.veth(self.host, "eth0", self.lan, "hostp")
+            ports[0].append("hostp")
+            lab.run(self.host, "ip", "addr", "add", "192.0.2.100/24", "dev", "eth0")
+            lab.run(self.host, "ip", "addr", "add", "2001:db8::100/64", "dev", "eth0", "nodad")
+        for k in range(self._lans):
+            lab.bridge(self.lan, f"br{k}", ports[k])
+
+    def close(self) -> None:
+        for r in self.routers:
+            r.close()
+        self.routers.clear()
+        self.lab.close()
+
+
+def keepalived_reloads(r: Router) -> int:
+    """How many SIGHUP reloads keepalived logged so far."""
+    try:
+        return r.ka.log_path.read_text().count("Reloading")
+    except OSError:
+        return 0
+
+
+def own_pid_alive(pid: int | None) -> bool:
+    return pid is not None and os.path.exists(f"/proc/{pid}")
+
+
+_PING = r'''
+import socket, struct, sys, time, os
+addr, timeout = sys.argv[1], float(sys.argv[2])
+v6 = ":" in addr
+s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_RAW,
+                  socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP)
+ident = os.getpid() & 0xFFFF
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    t = sum(struct.unpack(f"!{len(b)//2}H", b)); t = (t >> 16) + (t & 0xFFFF); t += t >> 16
+    return ~t & 0xFFFF
+typ = 128 if v6 else 8
+hdr = struct.pack("!BBHHH", typ, 0, 0, ident, 1) + b"vrrp-test"
+if not v6:
+    hdr = hdr[:2] + struct.pack("!H", csum(hdr)) + hdr[4:]
+s.sendto(hdr, (addr, 0))
+end = time.time() + timeout
+while time.time() < end:
+    s.settimeout(max(0.01, end - time.time()))
+    try:
+        data, src = s.recvfrom(2048)
+    except socket.timeout:
+        break
+    icmp = data if v6 else data[(data[0] & 15) * 4:]
+    if icmp[0] == (129 if v6 else 0) and struct.unpack("!H", icmp[4:6])[0] == ident:
+        sys.exit(0)
+sys.exit(1)
+'''
+
+
+def ping(lab: Lab, ns: str, addr: str, timeout: float = 1.0) -> bool:
+    """One ICMP echo from ``ns`` to ``addr`` (no ping binary needed); True on a reply."""
+    import sys
+
+    p = lab.run(ns, sys.executable, "-c", _PING, addr, str(timeout), check=False)
+    return p.returncode == 0
+
+
+def neigh_mac(lab: Lab, ns: str, addr: str) -> str | None:
+    for n in lab.ip_json(ns, "neigh", "show"):
+        if n.get("dst") == addr:
+            return n.get("lladdr")
+    return None
