@@ -8,29 +8,14 @@ shows the namespace's sysctls. Python 3.11 has no ``os.setns``: libc's is used.
 
 from __future__ import annotations
 
-import ctypes
-import os
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from agent.backends.linux.rtnl import RtnlSocket
+from agent.backends.nsenter import enter_netns
 
-CLONE_NEWNET = 0x40000000
 T = TypeVar("T")
-
-
-def _enter(netns: str | None) -> None:
-    if netns is None:
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({netns}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
 
 
 def sysctl_path(key: str) -> str:
@@ -44,7 +29,7 @@ class NsThread:
     def __init__(self, netns: str | None) -> None:
         self.netns = netns
         self._ex = ThreadPoolExecutor(1, thread_name_prefix=f"netns-{netns or 'self'}",
-                                      initializer=_enter, initargs=(netns,))
+                                      initializer=enter_netns, initargs=(netns,))
 
     def call(self, fn: Callable[..., T], *args) -> T:
         return self._ex.submit(fn, *args).result()

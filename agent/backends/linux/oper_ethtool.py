@@ -11,7 +11,7 @@ import fcntl
 import socket
 import struct
 
-from agent.backends.linux.oper_netlink import in_netns
+from agent.backends.nsenter import in_netns
 
 SIOCETHTOOL = 0x8946
 ETHTOOL_GSET = 0x1

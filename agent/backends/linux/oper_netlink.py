@@ -10,14 +10,14 @@ Only reading here: configuration goes through pyroute2 (``netns.open_iproute``).
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import socket
 import struct
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+from agent.backends.nsenter import in_netns
 
 # --- constants (linux/netlink.h, linux/rtnetlink.h, linux/if_link.h, ...) --------------------
 NLMSG_ERROR, NLMSG_DONE = 2, 3
@@ -31,7 +31,6 @@ IFLA_STATS_LINK_64 = 1
 RTMGRP_LINK, RTMGRP_NEIGH, RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x1, 0x4, 0x10, 0x100
 RTMGRP_IPV4_NETCONF, RTMGRP_IPV6_NETCONF = 1 << 23, 1 << 24  # RTNLGRP_IPV{4,6}_NETCONF
 SOL_NETLINK, NETLINK_GET_STRICT_CHK = 270, 12
-CLONE_NEWNET = 0x40000000
 
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK = 1, 3, 4, 5
 IFLA_MASTER, IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_IFALIAS = 10, 16, 18, 20
@@ -115,37 +114,6 @@ class Snapshot:
 
 
 # --- sockets inside a namespace ---------------------------------------------------------------
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def in_netns(netns: str | None, fn: Callable[[], object]) -> object:
-    """Run ``fn`` in a short-lived thread that entered namespace ``netns`` (``setns`` only
-    changes the calling thread); sockets it creates stay in that namespace."""
-    if netns is None:
-        return fn()
-    box: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                if _libc.setns(fd, CLONE_NEWNET) != 0:
-                    e = ctypes.get_errno()
-                    raise OSError(e, f"setns({netns}): {os.strerror(e)}")
-            finally:
-                os.close(fd)
-            box["value"] = fn()
-        except BaseException as exc:  # handed to the caller
-            box["error"] = exc
-
-    t = threading.Thread(target=run, name=f"netns-{netns}")
-    t.start()
-    t.join()
-    if "error" in box:
-        raise box["error"]  # type: ignore[misc]
-    return box["value"]
-
-
 def netlink_socket(netns: str | None, groups: int = 0) -> socket.socket:
     def make() -> socket.socket:
         s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
