@@ -214,6 +214,26 @@ def agent_pid(router: Router) -> int | None:
     return None
 
 
+def agent_processes(router: Router) -> list[int]:
+    """Every live ``serve`` process of this router's state dir: the pid file's, and any
+    other (e.g. an agent started by a ``lab up`` killed before it wrote the pid file)."""
+    found = set()
+    pid = agent_pid(router)
+    if pid is not None:
+        found.add(pid)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        args = _cmdline(int(entry.name))
+        if "serve" in args and "--state-dir" in args:
+            i = args.index("--state-dir")
+            if i + 1 < len(args) and args[i + 1] == router.state_dir and _pid_alive(
+                int(entry.name)
+            ):
+                found.add(int(entry.name))
+    return sorted(found)
+
+
 def _wait_gone(pids: Iterable[int], timeout: float) -> list[int]:
     """Pids still alive after ``timeout`` seconds."""
     left = list(pids)
@@ -304,7 +324,9 @@ def _start_agent(lab: Lab, router: Router, password: str) -> subprocess.Popen[by
         )
     finally:
         log.close()
-    (rdir / AGENT_PID).write_text(f"{proc.pid}\n")
+    tmp = rdir / (AGENT_PID + ".tmp")
+    tmp.write_text(f"{proc.pid}\n")
+    os.replace(tmp, rdir / AGENT_PID)  # atomic: a pid file that exists is complete
     return proc
 
 
@@ -389,15 +411,16 @@ def teardown(lab: Lab, out: TextIO) -> list[str]:
     """Stop the agents, kill what still runs in the namespaces, delete the namespaces and the
     state files. Returns what could not be removed (empty when everything is gone)."""
     problems: list[str] = []
-    pids = {r.name: agent_pid(r) for r in lab.routers}
-    running = {n: p for n, p in pids.items() if p is not None}
-    _signal(running.values(), signal.SIGTERM)  # the agent stops its keepalived itself
-    stuck = _wait_gone(running.values(), STOP_TIMEOUT)
+    running = [pid for r in lab.routers for pid in agent_processes(r)]
+    _signal(running, signal.SIGTERM)  # the agent stops its keepalived itself
+    stuck = _wait_gone(running, STOP_TIMEOUT)
     if stuck:
         print(f"agent(s) {stuck} did not stop in {STOP_TIMEOUT:.0f} s: killed", file=out)
         _signal(stuck, signal.SIGKILL)
-        _wait_gone(stuck, 5.0)
-    for pid in running.values():  # anything left in the agents' process groups
+        stuck = _wait_gone(stuck, 5.0)
+        if stuck:
+            problems.append(f"agent processes {stuck} still running")
+    for pid in running:  # anything left in the agents' process groups
         try:
             os.killpg(pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
@@ -438,7 +461,7 @@ def down(state_dir: Path, prefix: str | None, out: TextIO) -> int:
         # run was interrupted before it wrote one.
         lab = plan(state_dir, prefix or DEFAULT_PREFIX, DEFAULT_ADDRESS_BASE, DEFAULT_PORT)
         if not any(netns_exists(ns) for ns in lab.namespaces) and not any(
-            agent_pid(r) for r in lab.routers
+            agent_processes(r) for r in lab.routers
         ):
             print(f"no lab in {lab.state_dir} and no namespace {lab.prefix}*: "
                   "nothing to remove", file=out)
@@ -568,7 +591,8 @@ def print_status(lab: Lab, out: TextIO, ask_agents: bool = True) -> list[dict[st
     r = lab.routers[0]
     print(f"connect: user {lab.user}, password in {lab.password_file}", file=out)
     print(f"    ssh -p {r.port} {lab.user}@{r.listen} -s netconf", file=out)
-    print(f"    python3 tools/vrrp_demo.py --state-dir {lab.state_dir}", file=out)
+    opt = "" if Path(lab.state_dir) == DEFAULT_STATE_DIR else f" --state-dir {lab.state_dir}"
+    print(f"    python3 tools/vrrp_demo.py{opt}", file=out)
     return states
 
 
@@ -586,6 +610,6 @@ def status(state_dir: Path, out: TextIO, as_json: bool = False) -> int:
                "namespaces": {ns: netns_exists(ns) for ns in lab.namespaces}}
         print(json.dumps(doc, indent=2), file=out)
     else:
-        print(f"lab {lab.status} in {lab.state_dir}", file=out)
+        print(f"lab {lab.status} (state in {lab.state_dir})", file=out)
         states = print_status(lab, out)
     return 0 if lab.status == "up" and all(s["agent"] == "up" for s in states) else 1

@@ -285,6 +285,10 @@ def master_down_ms(priority: int) -> float:
 # ---- the demo ---------------------------------------------------------------------------
 
 
+def _probes(n: int) -> str:
+    return f"{n} probe{'' if n == 1 else 's'}"
+
+
 def _fmt_state(name: str, st: dict[str, str]) -> str:
     prio = f" priority {st['priority']}" if "priority" in st else ""
     return f"{name} {st['state'].upper()}{prio}"
@@ -391,7 +395,7 @@ def demo(lab: labmod.Lab, fail: str, interval: float, timeout: float) -> int:
         if probe.last() is not None and probe.last() > t_fail:
             gap_ms = gap * 1000
             print(f"   host -> gateway {lab.vip}: unreachable for {gap_ms:.0f} ms "
-                  f"({lost} probes lost)")
+                  f"({_probes(lost)} lost)")
         else:
             print(f"   host -> gateway {lab.vip}: no reply since the link went down")
 
@@ -406,7 +410,7 @@ def demo(lab: labmod.Lab, fail: str, interval: float, timeout: float) -> int:
             time.sleep(0.3)
             gap_up, lost_up = probe.gap(t_up - 0.05)
             print(f"   {line} after {(time.monotonic() - t_up - 0.3) * 1000:.0f} ms (preempt); "
-                  f"host gap {gap_up * 1000:.0f} ms ({lost_up} probes lost)")
+                  f"host gap {gap_up * 1000:.0f} ms ({_probes(lost_up)} lost)")
     except _Abort:
         pass
     finally:
