@@ -112,6 +112,87 @@ def test_reload_only_when_the_text_changes(lab):
     wait(lambda: keepalived_reloads(r) > n, what="a reload")
 
 
+def test_model_read_cache_reparses_only_changed_instances():
+    """The prepare-side cache: unchanged instances are reused (pointing at the new tree),
+    a changed instance or a change of the interface's addresses is parsed again."""
+    def tree(prio: int, addr: str) -> etree._Element:
+        x = iface_xml("eth0", [addr], [inst(1, priority=prio, vips=["192.0.2.50"]),
+                                       inst(2, vips=["192.0.2.60"])])
+        return etree.fromstring(f'<data xmlns="{NC}">{x}</data>')
+
+    cache: model.ReadCache = {}
+    t1 = tree(100, "192.0.2.1/24")
+    first = model.read(t1, cache)
+    assert first.instances == model.read(t1).instances and len(cache) == 2
+    t2 = tree(120, "192.0.2.1/24")
+    second = model.read(t2, cache)
+    one, two = second.instances[("eth0", 4, 1)], second.instances[("eth0", 4, 2)]
+    assert one.priority == 120 and two == first.instances[("eth0", 4, 2)]
+    assert two.elem is not None and two.elem.getroottree().getroot() is t2  # new tree
+    assert second.instances == model.read(t2).instances
+    # the interface now owns 192.0.2.60: instance 2 becomes the owner
+    third = model.read(tree(120, "192.0.2.60/24"), cache)
+    assert third.instances[("eth0", 4, 2)].is_owner
+    assert not second.instances[("eth0", 4, 2)].is_owner and len(cache) == 2
+
+
+def test_keepalived_t_checks_blocks_not_yet_checked(lab, monkeypatch):
+    """``keepalived -t`` sees every block once under a header: an edit of one instance
+    checks that block only; a new header (a tracked network) checks the whole file."""
+    r = lab.routers[0]
+    seen: list[str] = []
+    real = r.ka.check
+    monkeypatch.setattr(r.ka, "check", lambda text: (seen.append(text), real(text))[1])
+
+    def blocks(text: str) -> list[str]:
+        return [ln.split()[1] for ln in text.splitlines() if ln.startswith("vrrp_instance")]
+
+    three = [inst(v, priority=100, vips=[f"192.0.2.{v}"]) for v in (61, 62, 63)]
+    r.edit_ok(iface_xml("eth0", [r.v4], three), default_operation="replace")
+    r.edit_ok(iface_xml("eth0", [r.v4], [inst(62, priority=110, vips=["192.0.2.62"])]))
+    two = [three[0], inst(62, priority=110, vips=["192.0.2.62"])]
+    r.edit_ok(iface_xml("eth0", [r.v4], two), default_operation="replace")  # a removal
+    r.edit_ok(iface_xml("eth0", [r.v4], [inst(61, priority=100, vips=["192.0.2.61"],
+                                              track_net=[("198.51.100.0/24", 20)])]))
+    assert [blocks(t) for t in seen] == [
+        ["VI_eth0_4_61", "VI_eth0_4_62", "VI_eth0_4_63"], ["VI_eth0_4_62"],
+        ["VI_eth0_4_61", "VI_eth0_4_62"]], seen
+    assert "vrrp_track_file" in seen[2] and "global_defs" in seen[1]
+    assert "priority 110" in r.ka.conf_path.read_text()
+
+
+def test_macvlan_deleted_behind_the_agent_is_recreated(lab):
+    """convergence reads the kernel's links (``ip -j link``) each time: a macvlan removed
+    by someone else comes back, with its virtual MAC, on the next change."""
+    r, ns = lab.routers[0], lab.routers[0].ns
+    r.edit_ok(iface_xml("eth0", [r.v4], [inst(64, vips=["192.0.2.64"]),
+                                         inst(65, vips=["192.0.2.65"])]),
+              default_operation="replace")
+    name = vmac_ifname("eth0", 4, 64)
+    lab.lab.run(ns, "ip", "link", "del", name)
+    assert lab.lab.link(ns, name) is None
+    r.edit_ok(iface_xml("eth0", [r.v4], [inst(65, priority=120, vips=["192.0.2.65"])]))
+    link = lab.lab.link(ns, name)
+    assert link is not None and link["address"] == "00:00:5e:00:01:40"
+    assert "UP" in link["flags"] and link["link"] == "eth0"
+    wait(lambda: r.state(4, 64) == "MASTER", what="recreated instance master")
+
+
+def test_vips_removed_in_one_batch_when_keepalived_dies(lab):
+    """The before-restart hook takes the virtual addresses (only those) off the macvlans."""
+    r, ns = lab.routers[0], lab.routers[0].ns
+    r.edit_ok(iface_xml("eth0", [r.v4], [inst(66, vips=["192.0.2.66", "192.0.2.67"])]),
+              default_operation="replace")
+    name = vmac_ifname("eth0", 4, 66)
+    wait(lambda: sorted(lab.lab.addresses(ns, name)) == ["192.0.2.66/32", "192.0.2.67/32"],
+         what="VIPs on the master")
+    lab.lab.run(ns, "ip", "addr", "add", "203.0.113.9/32", "dev", name)  # not a VIP
+    r.vrrp._remove_vips()
+    assert lab.lab.addresses(ns, name) == ["203.0.113.9/32"]
+    assert lab.lab.addresses(ns, "eth0") == [r.v4]
+    lab.lab.run(ns, "ip", "addr", "del", "203.0.113.9/32", "dev", name)
+
+
 REFUSALS = [
     # (instances4, instances6, error-tag, error-path tail, message part)
     ([], [inst(5, version=2, vips=["fe80::5"], family=6)], "", "vrrp-instance[vrrp:vrid='5']",

@@ -178,3 +178,54 @@ def _index_with(key):
     ifname, fam, vrid = key
     return ConfigIndex({key: InstanceConfig(ifname, fam, vrid, 3, 100, 100, True, 0,
                                             frozenset(), False)})
+
+
+_DROPS_FIRST_SIGNAL = r'''
+import json, os, signal, sys, time
+path = sys.argv[1]
+seen = []
+def on_json(sig, frame):
+    seen.append(sig)
+    if len(seen) >= 2:  # the first one is lost, as keepalived loses it while reloading
+        with open(path + ".new", "w") as f:
+            json.dump([{"data": {"iname": "VI_eth0_4_7", "state": 2, "base_priority": 100},
+                        "stats": {"advert_sent": len(seen)}}], f)
+        os.replace(path + ".new", path)
+signal.signal(36, on_json)
+print("ready", flush=True)
+while True:
+    time.sleep(1)
+'''
+
+
+def test_json_dump_signal_sent_again_when_lost(tmp_path):
+    """keepalived drops a signal 36 that arrives during a SIGHUP reload: the reader signals
+    again instead of waiting its whole timeout (a ``<get>`` right after an edit)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from agent.backends.vrrp.status import StatusReader
+
+    dump = tmp_path / "keepalived.json"
+    p = subprocess.Popen([sys.executable, "-c", _DROPS_FIRST_SIGNAL, str(dump)],
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "ready"
+
+        class Ka:
+            netns, fifo_path, pid, vrrp_pid = None, tmp_path / "fifo", p.pid, p.pid
+
+            def root(self, path: str | Path) -> Path:
+                return dump
+
+        reader = StatusReader(Ka(), max_age=0, timeout=2.0, resend=0.1)
+        t0 = time.monotonic()
+        snap = reader.snapshot()
+        took = time.monotonic() - t0
+        st = snap.instances[("eth0", 4, 7)]
+        assert st.state == 2 and st.stats["advert_sent"] == 2
+        assert took < 1.0, took
+    finally:
+        p.kill()
+        p.wait()

@@ -152,7 +152,11 @@ class Router:
         before = path.stat().st_mtime_ns if path.exists() else 0
         self.ka.signal(36)
         deadline = time.monotonic() + 3
+        resend = time.monotonic() + 0.25
         while time.monotonic() < deadline:
+            if time.monotonic() > resend:  # keepalived drops it while reloading
+                self.ka.signal(36)
+                resend = time.monotonic() + 0.25
             try:
                 if path.stat().st_mtime_ns != before:
                     text = path.read_text()

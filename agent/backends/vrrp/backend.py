@@ -23,7 +23,7 @@ from agent.backends.vrrp import model, vmac
 from agent.backends.vrrp.keepalived import Keepalived, KeepalivedRefused
 from agent.backends.vrrp.model import VrrpInstance
 from agent.backends.vrrp.names import vmac_address, vmac_ifname
-from agent.backends.vrrp.render import render
+from agent.backends.vrrp.render import render_blocks, render_header
 from agent.backends.vrrp.tracking import NetworkTracker
 from agent.backends.vrrp.validate import check
 from agent.datastore.tree import PathMaker
@@ -59,6 +59,9 @@ class VrrpBackend:
         self.current = Desired({}, "", set())
         self._lock = threading.RLock()
         self._ipr = None
+        self._read_cache: model.ReadCache = {}  # instances parsed by earlier prepares
+        self._checked_header: str | None = None  # header of the blocks ``keepalived -t`` passed
+        self._checked: dict[tuple[str, int, int], str] = {}  # those blocks, by instance
         self.keepalived.before_restart(self._remove_vips)
 
     # ------------------------------------------------------------------ helpers
@@ -93,32 +96,50 @@ class VrrpBackend:
 
     # ------------------------------------------------------------------ transaction
     def prepare(self, old: etree._Element, new: etree._Element) -> _Plan | None:
-        cfg = model.read(new)
+        cfg = model.read(new, self._read_cache)
         src4 = self._sources(cfg)
         pm = PathMaker(self.schema)
         errors = check(cfg, src4, pm.path)
         if errors:
             raise errors[0] if len(errors) == 1 else RpcErrors(errors)
         ka = self.keepalived
-        text = render(cfg.instances, src4, ka.fifo_path, ka.track_dir)
+        header = render_header(cfg.instances, ka.fifo_path, ka.track_dir)
+        blocks = render_blocks(cfg.instances, src4, ka.track_dir)
+        text = header + "".join(blocks.values())
         prefixes = {p for i in cfg.instances.values() for p, _ in i.track_networks}
         desired = Desired(dict(cfg.instances), text, prefixes)
         if text == self.current.text and (ka.running or not cfg.instances):
             return None
+        self._guard(header, blocks)
+        return _Plan(self, desired)
+
+    def _guard(self, header: str, blocks: Mapping[tuple[str, int, int], str]) -> None:
+        """``keepalived -t`` on the rendered file, refusing with an rpc-error.
+
+        Instance blocks are independent (own name, own macvlan, see :func:`render_blocks`),
+        so only the blocks not yet checked under the same header are checked, with that
+        header: an edit of one instance among 1,000 checks a one-instance file (~10 ms)
+        instead of the whole one (~60–90 ms measured)."""
+        if header != self._checked_header:
+            self._checked_header, self._checked = None, {}
+        todo = {k: b for k, b in blocks.items() if self._checked.get(k) != b}
+        if not todo and self._checked_header is not None:
+            return
         try:
-            ka.check(text)
+            self.keepalived.check(header + "".join(todo.values()))
         except KeepalivedRefused as exc:
             raise RpcError("operation-failed", f"keepalived refuses the configuration: {exc}",
                            app_tag="keepalived-refused") from exc
-        return _Plan(self, desired)
+        self._checked_header = header
+        self._checked.update(todo)
 
     # ------------------------------------------------------------------ convergence
     def converge(self, want: Desired) -> None:
         """Make kernel, track files and keepalived match ``want`` (idempotent)."""
         with self._lock:
-            ipr = self.ipr()
             names = {vmac_ifname(*k): k for k in want.instances}
-            have = vmac.existing(ipr)
+            all_links = vmac.links(self.netns)
+            have = vmac.existing(all_links)
             # 1. macvlans of new instances (down until their sysctls are set)
             fix: list[vmac.Vmac] = []  # existing but wrong: repaired one by one
             new: list[vmac.Vmac] = []
@@ -127,14 +148,14 @@ class VrrpBackend:
                 v = vmac.Vmac(name, key[0], vmac_address(key[1], key[2]), key[1])
                 if info is None:
                     new.append(v)
-                elif info["mac"] != v.mac or not info["up"]:
+                elif info["mac"] != v.mac or info["parent"] != v.parent or not info["up"]:
                     fix.append(v)
-            missing = {v.parent for v in new if vmac.link_index(ipr, v.parent) is None}
+            missing = {v.parent for v in new + fix if v.parent not in all_links}
             if missing:
                 raise LookupError(f"interface {', '.join(sorted(missing))} does not exist")
             vmac.create_many(self.netns, new)
             for v in fix:
-                vmac.create(ipr, v)
+                vmac.create(self.ipr(), v)
             parents = sorted({k[0] for k in want.instances})
             if new or fix or parents:
                 sysctls = vmac.arp_sysctls(parents, [v.ifname for v in new + fix])
@@ -153,19 +174,12 @@ class VrrpBackend:
         """keepalived died: take every virtual address off the macvlans now, so that no
         stale VIP stays on the LAN while it restarts (it comes back only as master)."""
         want = self.current
-        with open_iproute(self.netns) as ipr:
-            for key, inst in want.instances.items():
-                idx = vmac.link_index(ipr, vmac_ifname(*key))
-                if idx is None:
-                    continue
-                vips = set(inst.vips)
-                for a in ipr.get_addr(index=idx):
-                    addr = a.get_attr("IFA_ADDRESS")
-                    if addr in vips:
-                        try:
-                            ipr.addr("del", index=idx, address=addr, prefixlen=a["prefixlen"])
-                        except Exception:  # pragma: no cover - gone meanwhile
-                            pass
+        vips = {vmac_ifname(*k): set(i.vips) for k, i in want.instances.items()}
+        # one ``ip -j addr`` and one ``ip -batch``: 1,000 instances must not cost 1,000
+        # netlink round trips before keepalived is restarted
+        stale = [(name, a, plen) for name, addrs in vmac.addresses(self.netns).items()
+                 if name in vips for a, plen in addrs if a in vips[name]]
+        vmac.delete_addresses(self.netns, stale)
         log.info("removed virtual addresses after keepalived exit")
 
     def stop(self) -> None:

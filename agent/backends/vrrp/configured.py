@@ -36,6 +36,7 @@ class InstanceConfig:
     hold_time: int
     vips: frozenset[str]  # normalised virtual addresses
     owner: bool  # a virtual address is one of the interface's own addresses
+    log_state_change: bool = False  # the agent logs this instance's transitions
 
     @property
     def key(self) -> Key:
@@ -116,6 +117,8 @@ def build_index(config: etree._Element | None) -> ConfigIndex:
                     hold_time=_int(inst, f"{{{VRRP}}}preempt/{{{VRRP}}}hold-time", 0),
                     vips=vips,
                     owner=owner,
+                    log_state_change=(inst.findtext(f"{{{VRRP}}}log-state-change") or "")
+                    .strip() == "true",
                 )
                 idx.vmacs[vmac_ifname(ifname, family, vrid)] = (
                     (ifname, family, vrid),

@@ -161,6 +161,11 @@ class EventTracker:
             else:
                 return
             reason = h.new_master_reason
+            state, last_event = h.state, h.last_event
+        # log-state-change (keepalived has no per-instance switch: the agent logs it)
+        log.log(logging.INFO if inst is not None and inst.log_state_change else logging.DEBUG,
+                "vrrp %s ipv%d vrid %d: %s -> %s (%s)", key[0], key[1], key[2],
+                prev, state, last_event)
         if kstate == "MASTER":
             addr = self.own_address(key) or ("0.0.0.0" if key[1] == 4 else "::")
             self.publish(new_master_event(addr, reason), now)

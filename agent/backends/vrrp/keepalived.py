@@ -177,7 +177,9 @@ class Keepalived:
             f.unlink(missing_ok=True)
         self._stopping = False
         logf = open(self.log_path, "ab")
-        cmd = [*self._ns_prefix(), KEEPALIVED, "-n", "-l", "-D", "-f", str(self.conf_path),
+        # no ``-D`` (detailed log): with 1,000 instances it more than doubled the time from
+        # start to all-MASTER (14 s against 6 s measured); state changes are logged anyway
+        cmd = [*self._ns_prefix(), KEEPALIVED, "-n", "-l", "-f", str(self.conf_path),
                "-p", str(self.pid_path), "-r", str(self.vrrp_pid_path)]
         # ``ip netns exec`` execs keepalived: the Popen pid is keepalived's parent pid
         self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf,
