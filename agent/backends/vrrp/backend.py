@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from lxml import etree
 
 from agent.backends.linux.netns import open_iproute
-from agent.backends.vrrp import model, vmac
+from agent.backends.vrrp import egress, mcast, model, vmac
 from agent.backends.vrrp.keepalived import Keepalived, KeepalivedRefused
 from agent.backends.vrrp.model import VrrpInstance
 from agent.backends.vrrp.names import vmac_address, vmac_ifname
@@ -62,6 +62,8 @@ class VrrpBackend:
         self._read_cache: model.ReadCache = {}  # instances parsed by earlier prepares
         self._checked_header: str | None = None  # header of the blocks ``keepalived -t`` passed
         self._checked: dict[tuple[str, int, int], str] = {}  # those blocks, by instance
+        self._filters: dict[str, tuple[str, ...]] = {}  # macvlan → VIPs its filter lets out
+        self.groups = mcast.Memberships(netns)
         self.keepalived.before_restart(self._remove_vips)
 
     # ------------------------------------------------------------------ helpers
@@ -158,9 +160,13 @@ class VrrpBackend:
                 vmac.create(self.ipr(), v)
             parents = sorted({k[0] for k in want.instances})
             if new or fix or parents:
-                sysctls = vmac.arp_sysctls(parents, [v.ifname for v in new + fix])
+                sysctls = vmac.arp_sysctls(parents, [v.ifname for v in new + fix],
+                                           [v.ifname for v in new + fix if v.family == 6])
                 vmac.set_sysctls(self.netns, sysctls)
+            # egress filters: before the new macvlans come up, and wherever the VIPs changed
+            self._set_filters(names, want.instances, {v.ifname for v in new + fix})
             vmac.up_many(self.netns, [v.ifname for v in new + fix])
+            self._set_groups(want.instances, all_links)
             # 2. track files, then keepalived
             self.tracker.set_prefixes(want.prefixes)
             ka = self.keepalived
@@ -168,7 +174,34 @@ class VrrpBackend:
                 ka.apply(want.text)
             self.current = want
             # 3. macvlans no instance uses any more (keepalived already dropped them)
-            vmac.delete_many(self.netns, [n for n in have if n not in names])
+            gone = [n for n in have if n not in names]
+            vmac.delete_many(self.netns, gone)
+            for n in gone:
+                self._filters.pop(n, None)
+
+    def _set_filters(self, names: Mapping[str, tuple[str, int, int]], instances: Instances,
+                     fresh: set[str]) -> None:
+        """Install or replace the egress filter of every macvlan whose virtual addresses
+        differ from the filter it has (all of them after an agent start), and of the
+        macvlans just (re)created (``fresh``)."""
+        lines: list[str] = []
+        done: dict[str, tuple[str, ...]] = {}
+        for name, key in names.items():
+            vips = tuple(instances[key].vips)
+            if name in fresh or self._filters.get(name) != vips:
+                lines += egress.tc_lines(name, vips)
+                done[name] = vips
+        egress.tc_batch(self.netns, lines)
+        self._filters.update(done)
+
+    def _set_groups(self, instances: Instances, all_links: Mapping[str, dict]) -> None:
+        """The parents join the IPv6 groups the macvlans may not report (:mod:`mcast`)."""
+        want: set[tuple[int, str]] = set()
+        for inst in instances.values():
+            info = all_links.get(inst.ifname)
+            if inst.family == 6 and info is not None:
+                want |= {(info["index"], g) for g in mcast.groups6(inst.vips)}
+        self.groups.set(want)
 
     def _remove_vips(self) -> None:
         """keepalived died: take every virtual address off the macvlans now, so that no
@@ -185,6 +218,7 @@ class VrrpBackend:
     def stop(self) -> None:
         self.tracker.stop()
         self.keepalived.stop()
+        self.groups.close()
         if self._ipr is not None:
             self._ipr.close()
             self._ipr = None

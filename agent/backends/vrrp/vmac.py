@@ -4,7 +4,9 @@ The design measured in FACTS.md: a macvlan in mode **private** carrying the virt
 MAC on top of the LAN interface, IPv6 address generation off (``addrgenmode none``, set
 after creation) so the two routers never share a link-local address, ``arp_ignore=1`` on
 the macvlan and ``arp_ignore=1`` / ``arp_announce=2`` on the parent so that only the master,
-which holds the VIP on its macvlan, ever answers ARP with the virtual MAC.
+which holds the VIP on its macvlan, ever answers ARP with the virtual MAC. Before a
+macvlan is first brought up it gets its egress filter (:mod:`agent.backends.vrrp.egress`):
+the backup never sends a frame with the virtual MAC.
 """
 
 from __future__ import annotations
@@ -154,9 +156,14 @@ def set_sysctls(netns: str | None, values: dict[str, str]) -> None:
         raise OSError(f"sysctl failed: {p.stderr.strip()}")
 
 
-def arp_sysctls(parents: Iterable[str], vmacs: Iterable[str]) -> dict[str, str]:  # noqa: D401
+def arp_sysctls(parents: Iterable[str], vmacs: Iterable[str],
+                ipv6: Iterable[str] = ()) -> dict[str, str]:  # noqa: D401
     """The ARP settings of the design: the parent never answers for the VIP with its own
-    MAC, the macvlan never answers for the parent's addresses with the virtual MAC."""
+    MAC, the macvlan never answers for the parent's addresses with the virtual MAC.
+
+    The IPv6 macvlans (``ipv6``, among ``vmacs``) neither solicit nor accept router
+    advertisements: an RA would give them SLAAC addresses and a default route through
+    the virtual MAC (their egress filter drops router solicitations anyway)."""
     out: dict[str, str] = {}
     for p in parents:
         out[f"net/ipv4/conf/{p}/arp_ignore"] = "1"
@@ -165,6 +172,9 @@ def arp_sysctls(parents: Iterable[str], vmacs: Iterable[str]) -> dict[str, str]:
         out[f"net/ipv4/conf/{m}/arp_ignore"] = "1"
         out[f"net/ipv4/conf/{m}/arp_announce"] = "2"
         out[f"net/ipv6/conf/{m}/accept_dad"] = "0"  # the random link-local is usable at once
+    for m in ipv6:
+        out[f"net/ipv6/conf/{m}/accept_ra"] = "0"
+        out[f"net/ipv6/conf/{m}/router_solicitations"] = "0"
     return out
 
 
