@@ -23,6 +23,7 @@ from pathlib import Path
 
 from lxml import etree
 
+from agent.backends.nsenter import in_netns
 from agent.backends.vrrp.keepalived import Keepalived
 from agent.backends.vrrp.names import vmac_address, vmac_ifname
 from agent.backends.vrrp.packets import (
@@ -31,7 +32,6 @@ from agent.backends.vrrp.packets import (
     ipv4_packet,
     ipv6_packet,
     multicast_mac,
-    open_in_netns,
     vrrp_message,
     vrrp_socket,
 )
@@ -217,7 +217,7 @@ class Sender:
     """Sends hand-made IP packets from the peer's lan0 (a packet socket in its namespace)."""
 
     def __init__(self, netns: str) -> None:
-        self.sock = open_in_netns(
+        self.sock = in_netns(
             netns, lambda: socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM))
 
     def close(self) -> None:
@@ -244,7 +244,7 @@ class Sniffer:
     """Records (time, family, src, vrid, priority) of VRRP packets seen in a namespace."""
 
     def __init__(self, netns: str) -> None:
-        self.socks = [open_in_netns(netns, lambda f=f: vrrp_socket(f)) for f in (4, 6)]
+        self.socks = [in_netns(netns, lambda f=f: vrrp_socket(f)) for f in (4, 6)]
         self.seen: list[tuple[float, str, int, int]] = []
         self._stop = False
         self.thread = threading.Thread(target=self._run, daemon=True)

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from agent.backends.nsenter import in_netns
 from agent.backends.vrrp.configured import ConfigIndex, Key
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,6 @@ ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 PACKET_OTHERHOST = 3
 SO_ATTACH_FILTER = 26
-CLONE_NEWNET = 0x40000000
 VRRP_TYPE_ADVERTISEMENT = 1
 MCAST = {4: "224.0.0.18", 6: "ff02::12"}
 
@@ -316,43 +316,6 @@ class Counters:
             c.priority_zero_pkts_sent += 1
 
 
-# ---------------------------------------------------------------------------- namespaces
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def enter_netns(netns: str | None) -> None:
-    """Move the calling thread into network namespace ``netns`` (Python 3.11 has no
-    ``os.setns``). Only this thread moves; sockets it opens stay in that namespace."""
-    if not netns:
-        return
-    fd = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            e = ctypes.get_errno()
-            raise OSError(e, f"setns({netns}): {os.strerror(e)}")
-    finally:
-        os.close(fd)
-
-
-def open_in_netns(netns: str | None, opener: Callable[[], socket.socket]) -> socket.socket:
-    """Run ``opener`` in a short-lived thread inside ``netns``; the socket stays there."""
-    box: list = []
-
-    def run() -> None:
-        try:
-            enter_netns(netns)
-            box.append(opener())
-        except BaseException as e:  # handed to the caller
-            box.append(e)
-
-    t = threading.Thread(target=run, name=f"netns-{netns}")
-    t.start()
-    t.join()
-    if isinstance(box[0], BaseException):
-        raise box[0]
-    return box[0]
-
-
 def _bpf_protocol(ethertype: int, offset: int) -> list[tuple[int, int, int, int]]:
     """Accept a frame of ``ethertype`` whose byte at ``offset`` (from the network header)
     is 112: ``ldh skb->protocol; jeq; ldb [offset]; jeq 112; ret all; ret 0``."""
@@ -406,7 +369,7 @@ class PacketWatcher:
 
     def start(self) -> None:
         for fam in (4, 6):
-            self._socks.append((fam, open_in_netns(self.netns, lambda f=fam: vrrp_socket(f))))
+            self._socks.append((fam, in_netns(self.netns, lambda f=fam: vrrp_socket(f))))
         self._thread = threading.Thread(target=self._run, daemon=True,
                                         name=f"vrrp-packets-{self.netns}")
         self._thread.start()

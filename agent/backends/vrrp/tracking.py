@@ -11,10 +11,8 @@ covers the prefix; the default route counts only for a tracked ``/0``.
 
 from __future__ import annotations
 
-import ctypes
 import ipaddress
 import logging
-import os
 import re
 import select
 import socket
@@ -25,6 +23,7 @@ from pathlib import Path
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE
 
 from agent.backends.linux.netns import open_iproute
+from agent.backends.nsenter import in_netns
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +133,6 @@ class NetworkTracker:
             sock.close()
 
 
-CLONE_NEWNET = 0x40000000
 
 
 def route_events_socket(netns: str | None) -> socket.socket:
@@ -147,19 +145,4 @@ def route_events_socket(netns: str | None) -> socket.socket:
         s.bind((0, groups))
         return s
 
-    if not netns:
-        return make()
-    libc = ctypes.CDLL(None, use_errno=True)
-    target = os.open(f"/run/netns/{netns}", os.O_RDONLY)
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        if libc.setns(target, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({netns}): {os.strerror(err)}")
-        try:
-            return make()
-        finally:
-            libc.setns(own, CLONE_NEWNET)
-    finally:
-        os.close(target)
-        os.close(own)
+    return in_netns(netns, make)
