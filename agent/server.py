@@ -77,14 +77,15 @@ class NetconfServer:
         """At start: startup → validated → applied as running (and candidate)."""
         import copy
 
-        from agent.datastore.tree import PathMaker
+        from agent.datastore.tree import PathMaker, prune_empty
         from agent.datastore.validate import Validator
 
         tree = self.datastores.load_startup()
         work = copy.deepcopy(tree)
         try:
             Validator(self.schema, PathMaker(self.schema)).validate(work)
-            self.datastores.set_running(work)
+            prune_empty(work, self.schema)
+            self.datastores.set_running(work, valid=True)  # later edits validate incrementally
         except (RpcError, RpcErrors) as exc:
             # The device still comes up, so that an operator can repair it over NETCONF:
             # running stays empty, startup is kept as it is (nothing lost).

@@ -84,6 +84,9 @@ def _default_children(snode: SchemaNode, config_only: bool) -> list[SchemaNode]:
     return out
 
 
+default_children = _default_children
+
+
 def _needs_visit(snode: SchemaNode, config_only: bool) -> bool:
     """True when a non-presence container holds defaults or mandatory nodes below it."""
     for cs in snode.children.values():
@@ -107,6 +110,7 @@ def add_defaults(
     config_only: bool,
     keep_empty: bool = False,
     mark: bool = False,
+    start: tuple[etree._Element, SchemaNode] | None = None,
 ) -> list[etree._Element]:
     """Add default leafs (and the non-presence containers holding them) in place.
 
@@ -114,7 +118,8 @@ def add_defaults(
     those removes everything that was added). With ``keep_empty`` the
     non-presence containers are kept even when no default lands in them
     (validation uses that to reach mandatory nodes below them). With ``mark``
-    the added leafs get ``wd:default="true"`` (report-all-tagged).
+    the added leafs get ``wd:default="true"`` (report-all-tagged). ``start``
+    (element, its schema node): fill only that subtree (incremental validation).
     """
     added: list[etree._Element] = []
     if mark:
@@ -182,7 +187,8 @@ def add_defaults(
                     el.remove(new)
         return any_added
 
-    walk(root, schema.root, None)
+    el0, s0 = start if start is not None else (root, schema.root)
+    walk(el0, s0, None)
     return added
 
 

@@ -28,6 +28,11 @@ class EditResult:
     changed: bool = False
     touched: set = field(default_factory=set)  # elements of the target created/modified
     errors: list[RpcError] = field(default_factory=list)
+    #: (parent element, schema node, the removed element) of every node the edit removed
+    removed: list[tuple[etree._Element, SchemaNode, etree._Element]] = field(
+        default_factory=list)
+    #: containers created on the way to an operation "none" (pruned later if left empty)
+    created: list[etree._Element] = field(default_factory=list)
 
 
 class Editor:
@@ -190,6 +195,11 @@ class Editor:
         self.result.touched.add(el)
         self.result.changed = True
 
+    def _remove(self, tgt: etree._Element, cur: etree._Element, snode: SchemaNode) -> None:
+        tgt.remove(cur)
+        self.result.removed.append((tgt, snode, cur))
+        self.result.changed = True
+
     def _leaf(self, tgt, snode: SchemaNode, req, op: str) -> None:
         cur = tgt.find(snode.clark) if tgt is not None else None
         if op in ("delete", "remove"):
@@ -199,8 +209,7 @@ class Editor:
                 return
             if snode.is_key:
                 return  # keys go with their entry
-            tgt.remove(cur)
-            self.result.changed = True
+            self._remove(tgt, cur, snode)
             return
         value = self._value(snode, req)
         if req.get(WD_DEFAULT) in ("true", "1"):
@@ -214,8 +223,7 @@ class Editor:
                     info=[bad_element(snode.name)],
                 )
             if op != "none" and cur is not None and not snode.is_key:
-                tgt.remove(cur)
-                self.result.changed = True
+                self._remove(tgt, cur, snode)
             return
         if op == "none":
             if cur is None:
@@ -250,8 +258,7 @@ class Editor:
                 if op == "delete":
                     raise self._missing(snode, req)
                 return
-            tgt.remove(cur)
-            self.result.changed = True
+            self._remove(tgt, cur, snode)
             return
         if op == "none":
             if cur is None:
@@ -277,8 +284,7 @@ class Editor:
                 if op == "delete":
                     raise self._missing(snode, req)
                 return
-            tgt.remove(cur)
-            self.result.changed = True
+            self._remove(tgt, cur, snode)
             return
         if op == "none":
             if cur is None:
@@ -286,6 +292,7 @@ class Editor:
                     raise self._missing(snode, req)
                 cur = element(snode)
                 insert_child(tgt, cur, snode)  # pruned later if left empty
+                self.result.created.append(cur)
             self._children(cur, snode, req, "none")
             return
         if op == "create" and cur is not None:
@@ -324,9 +331,8 @@ class Editor:
                 if op == "delete":
                     raise self._missing(snode, req)
                 return
-            tgt.remove(cur)
+            self._remove(tgt, cur, snode)
             del index[key]
-            self.result.changed = True
             return
         if op == "none":
             if cur is None:
@@ -385,6 +391,7 @@ class Editor:
     def _clear_other_cases(self, tgt: etree._Element, snode: SchemaNode) -> None:
         """Creating a node of one case removes the nodes of the other cases (RFC 7950 §7.9)."""
         c = snode.case_of
+        choice_parent = snode.parent
         while c is not None:
             choice, case = c
             for other, members in choice.cases.items():
@@ -392,6 +399,81 @@ class Editor:
                     continue
                 for clark in members:
                     for e in tgt.findall(clark):
-                        tgt.remove(e)
-                        self.result.changed = True
+                        self._remove(tgt, e, choice_parent.children[clark])
             c = choice.parent_case
+
+
+def prune_changed(root: etree._Element, schema: Schema, result: EditResult) -> None:
+    """:func:`~agent.datastore.tree.prune_empty` limited to where ``result``'s edit could
+    have left an empty non-presence container (the tree held none before); the pruned
+    containers are recorded in ``result.removed``."""
+    from agent.datastore.tree import schema_of
+
+    def walk(el: etree._Element, snode: SchemaNode) -> bool:
+        for child in list(el):
+            cs = snode.children.get(child.tag)
+            if cs is not None and cs.kind in ("container", "list"):
+                if walk(child, cs) and cs.kind == "container" and not cs.presence:
+                    el.remove(child)
+        return len(el) == 0
+
+    starts = [*result.touched, *result.created, *(p for p, _, _ in result.removed)]
+    for el in starts:
+        snode = schema_of(schema, el) if _attached(el, root) else None
+        if snode is None or snode.kind not in ("container", "list"):
+            continue
+        walk(el, snode)
+        while (snode.kind == "container" and not snode.presence and len(el) == 0):
+            parent = el.getparent()
+            if parent is None:
+                break
+            parent.remove(el)
+            result.removed.append((parent, snode, el))
+            el, snode = parent, snode.parent
+            if snode is None:
+                break
+
+
+def _attached(el: etree._Element, root: etree._Element) -> bool:
+    while el is not None:
+        if el is root:
+            return True
+        el = el.getparent()
+    return False
+
+
+def changed_entries(
+    schema: Schema, root: etree._Element, result: EditResult
+) -> dict[str, set[tuple[str, ...]]] | None:
+    """The top-level list entries an edit may have changed: ``{list clark path: keys}``
+    (e.g. ``"{if}interfaces/{if}interface" → {("eth0",)}``), from what ``result``
+    recorded (after :func:`prune_changed`); None when a change lies outside such an
+    entry (a backend must then compare everything)."""
+    out: dict[str, set[tuple[str, ...]]] = {}
+    points = [(e, None) for e in (*result.touched, *result.created)]
+    points += [(p, r) for p, _, r in result.removed]
+    for el, removed in points:
+        chain = []
+        if removed is not None:
+            chain.append(removed)
+        e = el
+        while e is not None and e is not root:
+            chain.append(e)
+            e = e.getparent()
+        if e is None:
+            continue  # no longer in the tree: its removal is recorded too
+        chain.reverse()
+        snode = schema.root
+        path: list[str] = []
+        for c in chain:
+            snode = snode.children.get(c.tag) if snode is not None else None
+            if snode is None:
+                return None
+            path.append(snode.clark)
+            if snode.kind == "list":
+                key = tuple((c.findtext(k) or "") for k in snode.keys)
+                out.setdefault("/".join(path), set()).add(key)
+                break
+        else:
+            return None
+    return out

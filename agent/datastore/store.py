@@ -41,6 +41,12 @@ class Datastore:
     lock_time: float = 0.0
     path: Path | None = None
     modified_by: int | None = None  # candidate: session that changed it since last commit
+    #: ``tree`` when it is known valid and pruned (edits to it may validate incrementally)
+    valid_tree: etree._Element | None = None
+
+    @property
+    def valid(self) -> bool:
+        return self.valid_tree is not None and self.valid_tree is self.tree
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -158,26 +164,46 @@ class Datastores:
                     self.discard_changes()
 
     # ------------------------------------------------------------------ content
-    def set_candidate(self, tree: etree._Element, session_id: int) -> None:
+    def set_candidate(self, tree: etree._Element, session_id: int, *,
+                      valid: bool = False) -> None:
         c = self.stores["candidate"]
         c.tree = tree
+        c.valid_tree = tree if valid else None
         c.modified_by = session_id
 
     def discard_changes(self) -> None:
         c = self.stores["candidate"]
-        c.tree = _copy(self.stores["running"].tree)
+        run = self.stores["running"]
+        c.tree = _copy(run.tree)
+        c.valid_tree = c.tree if run.valid else None
         c.modified_by = None
 
-    def set_running(self, tree: etree._Element) -> None:
-        """Apply ``tree`` to the backends (two-phase), then make it running."""
+    def set_running(
+        self,
+        tree: etree._Element,
+        *,
+        valid: bool = False,
+        changed: dict[str, set[tuple[str, ...]]] | None = None,
+    ) -> None:
+        """Apply ``tree`` to the backends (two-phase), then make it running. ``valid``:
+        the caller validated (and pruned) it; later edits may validate incrementally.
+        ``changed``: the only top-level list entries that differ from running (see
+        :func:`change_hint`)."""
+        global _hint
         run = self.stores["running"]
         old = run.tree
-        run_transaction(self.subscribers, old, tree)
+        _hint = (old, tree, changed) if changed is not None else None
+        try:
+            run_transaction(self.subscribers, old, tree)
+        finally:
+            _hint = None
         run.tree = tree
+        run.valid_tree = tree if valid else None
         self.last_change = time.time()
         cand = self.stores["candidate"]
         if cand.modified_by is None:
             cand.tree = _copy(tree)
+            cand.valid_tree = cand.tree if valid else None
         self._changed("running", old, tree)
 
     def set_startup(self, tree: etree._Element) -> None:
@@ -194,16 +220,34 @@ class Datastores:
             except Exception:  # an observer's bug never fails a change already made
                 log.exception("datastore change observer failed")
 
-    def commit(self, session_id: int, tree: etree._Element | None = None) -> None:
+    def commit(self, session_id: int, tree: etree._Element | None = None, *,
+               valid: bool = False) -> None:
         """Make the candidate (or ``tree``, its validated form) running; candidate = running."""
         cand = self.stores["candidate"]
         new = _copy(cand.tree) if tree is None else tree
-        self.set_running(new)
+        self.set_running(new, valid=valid)
         cand.tree = _copy(new)
+        cand.valid_tree = cand.tree if valid else None
         cand.modified_by = None
 
     def candidate_dirty(self) -> bool:
         return self.stores["candidate"].modified_by is not None
+
+
+_hint: tuple[etree._Element, etree._Element, dict[str, set[tuple[str, ...]]]] | None = None
+
+
+def change_hint(
+    old: etree._Element, new: etree._Element
+) -> dict[str, set[tuple[str, ...]]] | None:
+    """For a backend's ``prepare(old, new)``: when this transaction comes from an edit
+    that knows what it changed, ``{list clark path: keys}`` of the only top-level list
+    entries (e.g. ``"{if}interfaces/{if}interface"``) that may differ between ``old``
+    and ``new``, nothing outside them differing; None: unknown, compare everything."""
+    h = _hint
+    if h is not None and h[0] is old and h[1] is new:
+        return h[2]
+    return None
 
 
 def _copy(tree: etree._Element) -> etree._Element:

@@ -1,6 +1,16 @@
 """Whole-datastore validation (RFC 7950 §8): when, mandatory, choices, min/max-elements,
 unique, must and leafref require-instance, each failure an ``rpc-error`` with the
 RFC 7950 §15 error-tag / error-app-tag and the path of the offending node.
+
+Incremental mode (:meth:`Validator.validate` with ``changes``): when the tree was
+valid before an edit, only what the edit may have invalidated is checked (see
+:mod:`agent.datastore.deps`): the subtrees around each change (the new list entry,
+or the parent of any other changed node), the count and unique constraints of the
+lists changed, the subtrees of the anchors of local ``when``/``must`` expressions
+enclosing a change, and every instance of the constraints whose expressions may read
+a changed node. That check only proves validity: if it finds anything (an error, or a
+node whose ``when`` turned false and must be deleted), or cannot tell, the whole tree
+is validated as before, so the errors and deletions are exactly those of a full pass.
 """
 
 from __future__ import annotations
@@ -8,6 +18,7 @@ from __future__ import annotations
 from lxml import etree
 
 from agent.datastore import defaults
+from agent.datastore.deps import SchemaDeps
 from agent.datastore.schema import Schema, SchemaNode
 from agent.datastore.tree import PathMaker, split
 from agent.protocol.errors import RpcError, RpcErrors, bad_element
@@ -21,11 +32,29 @@ class Validator:
         self.config = config
         self.errors: list[RpcError] = []
         self._leafref_cache: dict[tuple[str, str], set[str]] = {}
+        self.incremental = False  # the last validate() proved validity incrementally
 
     # ------------------------------------------------------------------ entry
-    def validate(self, root: etree._Element, touched: set | frozenset = frozenset()) -> None:
+    def validate(
+        self,
+        root: etree._Element,
+        touched: set | frozenset = frozenset(),
+        *,
+        removed: list[tuple[etree._Element, SchemaNode, etree._Element]] | None = None,
+        created: list[etree._Element] | None = None,
+    ) -> None:
         """Validate ``root`` in place (nodes whose ``when`` became false and that the
-        request did not touch are deleted, RFC 7950 §7.21.5). Raises :class:`RpcErrors`."""
+        request did not touch are deleted, RFC 7950 §7.21.5). Raises :class:`RpcErrors`.
+
+        With ``removed`` (the edit's removals; ``created``: containers it added without
+        touching them), ``root`` is a valid tree changed only there and at ``touched``:
+        validation is incremental when that is sound."""
+        if removed is not None and self.config:
+            self.incremental = self._incremental(root, touched, removed, created or [])
+            if self.incremental:
+                return
+            self.errors = []
+            self._leafref_cache.clear()
         added = defaults.add_defaults(root, self.schema, config_only=self.config, keep_empty=True)
         try:
             self._when_pass(root, self.schema.root, touched)
@@ -34,6 +63,139 @@ class Validator:
             defaults.remove(added)
         if self.errors:
             raise RpcErrors(self.errors)
+
+    # ------------------------------------------------------------------ incremental
+    def _chain(self, el: etree._Element, root) -> list[tuple[etree._Element, SchemaNode]] | None:
+        """(element, schema node) from the top-level node down to ``el``; None when ``el``
+        is no longer in the tree (removed or pruned later in the edit: recorded there)."""
+        els = []
+        while el is not None and el is not root:
+            els.append(el)
+            el = el.getparent()
+        if el is None:
+            return None
+        out = []
+        snode = self.schema.root
+        for e in reversed(els):
+            snode = snode.children.get(e.tag)
+            if snode is None:
+                return None
+            out.append((e, snode))
+        return out
+
+    def _incremental(self, root, touched, removed, created) -> bool:
+        """True when the changes provably left ``root`` valid (nothing to delete either)."""
+        deps = SchemaDeps.of(self.schema)
+        if deps.needs_defaults:
+            return False
+        regions: dict[etree._Element, tuple[SchemaNode, list]] = {}
+        lists: dict[tuple[etree._Element, SchemaNode], None] = {}
+        owners: dict[SchemaNode, None] = {}
+
+        def change(chain: list, x: SchemaNode) -> bool:
+            aff = deps.affected(x)
+            if aff is None:
+                return False
+            for owner, anchor in aff:
+                if anchor is None:
+                    owners[owner] = None
+                    continue
+                for i, (el, sn) in enumerate(chain):
+                    if sn is anchor:
+                        regions[el] = (sn, chain[:i])
+            for i, (_el, sn) in enumerate(chain):
+                if sn.kind == "list" and sn.unique:
+                    lists[(chain[i - 1][0] if i else root, sn)] = None
+            return True
+
+        for el in (*touched, *created):
+            chain = self._chain(el, root)
+            if chain is None:
+                continue
+            x = chain[-1][1]
+            if x.kind in ("list", "leaf-list") and x.case_of is None:
+                regions[el] = (x, chain[:-1])
+                lists[(chain[-2][0] if len(chain) > 1 else root, x)] = None
+            elif len(chain) > 1:
+                regions[chain[-2][0]] = (chain[-2][1], chain[:-2])
+            else:
+                return False  # a top-level node: its parent is the whole datastore
+            if not change(chain, x):
+                return False
+        for parent, x, _ in removed:
+            chain = self._chain(parent, root)
+            if chain is None:
+                continue
+            if x.kind in ("list", "leaf-list") and x.case_of is None:
+                lists[(parent, x)] = None
+            elif chain:
+                regions[parent] = (chain[-1][1], chain[:-1])
+            else:
+                return False
+            if not change(chain, x):
+                return False
+        # regions inside other regions are checked with them
+        for el in list(regions):
+            _, above = regions[el]
+            if any(a in regions for a, _ in above):
+                del regions[el]
+        for el, (sn, above) in regions.items():
+            if not self._region_ok(el, sn, above[-1][0] if above else root, root):
+                return False
+        for parent, x in lists:
+            items = parent.findall(x.clark)
+            self._elements(x, parent, items)
+            if x.unique and len(items) > 1:
+                self._unique(x, items)
+        for owner in owners:
+            if not self._owner_ok(owner, root):
+                return False
+        return not self.errors
+
+    def _own_ok(self, el, sn: SchemaNode, parent, root) -> bool:
+        """The node's own when, must and leafref."""
+        if (sn.when or sn.case_of is not None) and not defaults.when_ok(sn, el, parent, root):
+            return False
+        if sn.must:
+            self._must(sn, el, root)
+        if sn.kind in ("leaf", "leaf-list") and sn.type is not None \
+                and sn.type.leafref_path and sn.type.require_instance:
+            self._leafref(sn, el, root)
+        return not self.errors
+
+    def _region_ok(self, el, sn: SchemaNode, parent, root) -> bool:
+        added = defaults.add_defaults(root, self.schema, config_only=True, keep_empty=True,
+                                      start=(el, sn))
+        try:
+            if not self._own_ok(el, sn, parent, root) or not self._when_holds(el, sn, root):
+                return False
+            self._check(el, sn, root)
+        finally:
+            defaults.remove(added)
+        return not self.errors
+
+    def _when_holds(self, el, snode: SchemaNode, root) -> bool:
+        for child in el:
+            cs = snode.children.get(child.tag) if isinstance(child.tag, str) else None
+            if cs is None:
+                continue
+            if (cs.when or cs.case_of is not None) and not defaults.when_ok(cs, child, el, root):
+                return False
+            if cs.kind in ("container", "list") and not self._when_holds(child, cs, root):
+                return False
+        return True
+
+    def _owner_ok(self, owner: SchemaNode, root) -> bool:
+        """Every instance of ``owner`` satisfies its own when, must and leafref."""
+        steps = []
+        n: SchemaNode | None = owner
+        while n is not None and n.kind != "root":
+            steps.append(n.clark)
+            n = n.parent
+        for inst in root.iterfind("/".join(reversed(steps))):
+            if not self._own_ok(inst, owner, inst.getparent(), root):
+                return False
+        return True
 
     # ------------------------------------------------------------------ when
     def _when_pass(self, el: etree._Element, snode: SchemaNode, touched) -> None:

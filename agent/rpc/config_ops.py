@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from lxml import etree
 
-from agent.datastore.edit import Editor
+from agent.datastore.edit import Editor, changed_entries, prune_changed
 from agent.datastore.tree import PathMaker, client_prefixes, new_root, prune_empty
 from agent.datastore.validate import Validator
 from agent.protocol.errors import PROTOCOL, RpcError, RpcErrors, bad_element
@@ -126,6 +126,8 @@ class ConfigOps:
         """Apply the edit in ``config`` to ``target`` (edit-config, RFC 8526 edit-data)."""
         self.ds.check_writable(target, ctx.session_id)
         store = self.ds[target]
+        # an edit of a tree known valid (and pruned) is pruned and validated incrementally
+        incremental = default_op != "replace" and store.valid
         if default_op == "replace":
             work = new_root()
             default_op = "replace"
@@ -134,19 +136,30 @@ class ConfigOps:
         paths = PathMaker(self.schema, client_prefixes(config))
         editor = Editor(self.schema, work, error_option=error_option, paths=paths)
         result = editor.apply(config, default_op)
-        prune_empty(work, self.schema)
+        if incremental:
+            prune_changed(work, self.schema, result)
+        else:
+            prune_empty(work, self.schema)
         # RFC 7950 §8.3.3: the constraints of running are enforced at the end of every
         # edit-config, so test-option "set" skips validation only for the candidate.
-        if test_option != "set" or target == "running":
+        valid = test_option != "set" or target == "running"
+        validator = Validator(self.schema, paths)
+        if valid:
             try:
-                Validator(self.schema, paths).validate(work, result.touched)
+                validator.validate(
+                    work, result.touched, removed=result.removed if incremental else None,
+                    created=result.created)
             except RpcErrors as exc:  # continue-on-error: keep the edit errors too
                 raise RpcErrors(result.errors + exc.errors) from None
         if test_option != "test-only" and (result.changed or default_op == "replace"):
             if target == "running":
-                self.ds.set_running(work)
+                # the backends may look at the changed entries only, unless validation
+                # deleted nodes (a 'when' turned false) wherever they were
+                changed = changed_entries(self.schema, work, result) \
+                    if validator.incremental else None
+                self.ds.set_running(work, valid=True, changed=changed)
             else:
-                self.ds.set_candidate(work, ctx.session_id)
+                self.ds.set_candidate(work, ctx.session_id, valid=valid)
         log.info("session %d: %s %s: %s", ctx.session_id, op_name, target,
                  "changed" if result.changed else "no change")
         if result.errors:  # continue-on-error: the rest was applied
@@ -165,10 +178,11 @@ class ConfigOps:
         else:
             tree = self._build(source, ctx)
         self.ds.check_writable(target, ctx.session_id)
+        built = not isinstance(source, str)  # pruned and validated by _build
         if target == "running":
-            self.ds.set_running(tree)
+            self.ds.set_running(tree, valid=built)
         elif target == "candidate":
-            self.ds.set_candidate(tree, ctx.session_id)
+            self.ds.set_candidate(tree, ctx.session_id, valid=built)
         else:
             self.ds.set_startup(tree)
         return None
@@ -210,9 +224,13 @@ class ConfigOps:
     def commit(self, ctx: RpcContext, op: etree._Element):
         check_params(op, set())
         self.ds.check_writable("running", ctx.session_id)
-        # commit what was validated: nodes whose 'when' became false are gone from it
-        tree = self._validated(copy.deepcopy(self.ds["candidate"].tree))
-        self.ds.commit(ctx.session_id, tree)
+        cand = self.ds["candidate"]
+        if cand.valid:  # validated by the edits that made it: nothing to delete either
+            tree = copy.deepcopy(cand.tree)
+        else:
+            # commit what was validated: nodes whose 'when' became false are gone from it
+            tree = self._validated(copy.deepcopy(cand.tree))
+        self.ds.commit(ctx.session_id, tree, valid=cand.valid)
         log.info("session %d: commit", ctx.session_id)
         return None
 

@@ -165,13 +165,36 @@ def parse_interface(el: etree._Element) -> IfIntent:
     return it
 
 
-def parse(root: etree._Element) -> dict[str, IfIntent]:
-    """name → intent for every configured interface of a ``<data>`` tree."""
+def parse(root: etree._Element, names: set[str] | None = None) -> dict[str, IfIntent]:
+    """name → intent for every configured interface of a ``<data>`` tree (only those
+    named in ``names`` when given)."""
     out: dict[str, IfIntent] = {}
     ifs = root.find(_q(IF, "interfaces"))
     if ifs is None:
         return out
+    if names is not None and len(names) <= 8:  # a lookup per name (in C) beats a scan
+        for name in names:
+            for el in _BY_NAME(ifs, name=name):
+                it = parse_interface(el)
+                out[it.name] = it
+        return out
+    name_tag = _q(IF, "name")
     for el in ifs.iterfind(_q(IF, "interface")):
+        if names is not None:
+            key = el[0] if len(el) and el[0].tag == name_tag else el.find(name_tag)
+            if key is None or (key.text or "").strip() not in names:
+                continue
         it = parse_interface(el)
         out[it.name] = it
     return out
+
+
+_BY_NAME = etree.XPath("if:interface[if:name = $name]", namespaces={"if": IF})
+_MACVLANS_ON = etree.XPath(
+    "if:interfaces/if:interface[mv:macvlan/mv:lower-interface = $lower]/if:name/text()",
+    namespaces={"if": IF, "mv": MV}, smart_strings=False)
+
+
+def macvlans_on(root: etree._Element, lower: str) -> list[str]:
+    """Names of the interfaces configured as macvlans on ``lower``."""
+    return [str(n).strip() for n in _MACVLANS_ON(root, lower=lower)]

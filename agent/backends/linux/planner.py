@@ -35,10 +35,15 @@ MAX_DEPTH = 16
 # ------------------------------------------------------------------ kernel snapshot
 @dataclass
 class Kernel:
+    """Links, addresses and neighbours of the namespace: all of them (:meth:`read`) or
+    those of some links only (:meth:`read_some`, ``sock`` set: :meth:`groups` then
+    asks the kernel for every link)."""
+
     links: dict[str, R.Link]
     by_index: dict[int, R.Link]
     addrs: dict[int, set[tuple[int, str, int]]]
     neighs: dict[int, dict[tuple[int, str], R.Neigh]]
+    sock: R.RtnlSocket | None = None
 
     @classmethod
     def read(cls, sock: R.RtnlSocket) -> Kernel:
@@ -51,8 +56,49 @@ class Kernel:
             neighs.setdefault(n.index, {})[(n.family, n.ip)] = n
         return cls({lk.name: lk for lk in links}, {lk.index: lk for lk in links}, addrs, neighs)
 
+    @classmethod
+    def read_some(cls, sock: R.RtnlSocket, names: set[str]) -> Kernel:
+        """The links named (those that exist), the lower links of macvlans among them,
+        and their addresses and neighbours. ``sock`` must have NETLINK_GET_STRICT_CHK
+        set (the kernel then filters the address and neighbour dumps by link)."""
+        links = _get_links([R.ifinfo() + R.attr_str(R.IFLA_IFNAME, n) for n in sorted(names)],
+                           sock)
+        by_index = {lk.index: lk for lk in links}
+        lowers = {lk.lower for lk in links if lk.lower and lk.lower not in by_index}
+        for lk in _get_links([R.ifinfo(i) for i in sorted(lowers)], sock):
+            by_index[lk.index] = lk
+        addrs: dict[int, set[tuple[int, str, int]]] = {}
+        neighs: dict[int, dict[tuple[int, str], R.Neigh]] = {}
+        for index in by_index:
+            for m in sock.dump(R.RTM_GETADDR, R.ifaddr(0, 0, index)):
+                a = R.parse_addr(m)
+                if a.index == index:  # (filtered by the kernel already)
+                    addrs.setdefault(index, set()).add((a.family, a.ip, a.prefixlen))
+            for m in sock.dump(R.RTM_GETNEIGH, R.ndmsg(0, index)):
+                n = R.parse_neigh(m)
+                if n is not None and n.index == index:
+                    neighs.setdefault(index, {})[(n.family, n.ip)] = n
+        return cls({lk.name: lk for lk in by_index.values()}, by_index, addrs, neighs, sock)
+
+    def groups(self) -> set[int]:
+        """Link groups in use in the namespace (every link's, not only the snapshot's)."""
+        links = self.sock.links() if self.sock is not None else self.links.values()
+        return {lk.group for lk in links}
+
     def names(self) -> Names:
         return Names({n: lk.index for n, lk in self.links.items()})
+
+
+def _get_links(bodies: list[bytes], sock: R.RtnlSocket) -> list[R.Link]:
+    """RTM_GETLINK for each body (by name or index); links that don't exist are left out."""
+    out = []
+    for err, msgs in sock.batch([R.Request(R.RTM_GETLINK, 0, b) for b in bodies]):
+        if err is not None:
+            if err.errno in (errno.ENODEV, errno.ENOENT):
+                continue
+            raise err
+        out += [R.parse_link(m) for m in msgs]
+    return out
 
 
 # ------------------------------------------------------------------ request builders
@@ -345,7 +391,7 @@ class Planner:
             return
         if not names:
             return
-        used = {lk.group for lk in self.k.links.values()}
+        used = self.k.groups()
         group = next(g for g in range(0x7A000000, 0x7B000000) if g not in used)
         undo: list[Action] = []
         for name in names:
