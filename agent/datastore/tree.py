@@ -172,9 +172,9 @@ class PathMaker:
                         kns, kname = split(k)
                         kp = self.prefix(kns)
                         used[kp] = kns
-                        step += f"[{kp}:{kname}={_quote(kel.text or '')}]"
+                        step += f"[{kp}:{kname}={xpath_quote(kel.text or '')}]"
             elif snode is not None and snode.kind == "leaf-list" and el is not elem:
-                step += f"[.={_quote(el.text or '')}]"
+                step += f"[.={xpath_quote(el.text or '')}]"
             parts.append(step)
         for clark in tail or []:
             ns, name = split(clark)
@@ -196,7 +196,8 @@ class PathMaker:
         return "/" + "/".join(reversed(parts)), used
 
 
-def _quote(v: str) -> str:
+def xpath_quote(v: str) -> str:
+    """``v`` as an XPath string literal (``concat()`` when it holds both quote kinds)."""
     if "'" not in v:
         return f"'{v}'"
     if '"' not in v:

@@ -31,7 +31,7 @@ from lxml import etree
 
 from agent.datastore.filters import parse_filter, subtree_filter, xpath_filter
 from agent.datastore.schema import Schema, SchemaNode
-from agent.datastore.tree import PathMaker, new_root, schema_of
+from agent.datastore.tree import PathMaker, new_root, schema_of, xpath_quote
 from agent.protocol.errors import PROTOCOL, RpcError, bad_element
 from agent.protocol.namespaces import NC, NOTIF
 from agent.protocol.session import RpcContext, Session, current_rpc
@@ -158,16 +158,10 @@ def instance_identifier(paths: PathMaker, elem: etree._Element) -> tuple[str, di
     xp, used = paths.path(elem)
     s = schema_of(paths.schema, elem)
     if s is not None and s.kind == "leaf-list":
-        xp += f"[.={_quote(elem.text or '')}]"
+        xp += f"[.={xpath_quote(elem.text or '')}]"
     return xp, used
 
 
-def _quote(v: str) -> str:
-    if "'" not in v:
-        return f"'{v}'"
-    if '"' not in v:
-        return f'"{v}"'
-    return "concat('" + "', \"'\", '".join(v.split("'")) + "')"
 
 
 # --------------------------------------------------------------------------- subscriptions

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
+from agent.datastore.tree import xpath_quote
 from agent.protocol.errors import RpcError
 
 IF = "urn:ietf:params:xml:ns:yang:ietf-interfaces"
@@ -20,17 +21,11 @@ MV = "urn:netconf-vrrp-agent:yang:macvlan"
 PATH_NS = {"if": IF, "ip": IP, "mv": MV}
 
 
-def quote(v: str) -> str:
-    if "'" not in v:
-        return f"'{v}'"
-    if '"' not in v:
-        return f'"{v}"'
-    return "concat('" + "', \"'\", '".join(v.split("'")) + "')"
 
 
 def if_path(name: str, *tail: str) -> str:
     """``/if:interfaces/if:interface[if:name='X']/tail...``"""
-    base = f"/if:interfaces/if:interface[if:name={quote(name)}]"
+    base = f"/if:interfaces/if:interface[if:name={xpath_quote(name)}]"
     return base + "".join("/" + t for t in tail)
 
 
@@ -118,7 +113,7 @@ def _ip(el: etree._Element, name: str, v6: bool) -> IpIntent:
         plen = _int(a, IP, "prefix-length", None)
         if plen is None:
             mask = _text(a, IP, "netmask")
-            apath = if_path(name, f"ip:{fam}", f"ip:address[ip:ip={quote(ip)}]")
+            apath = if_path(name, f"ip:{fam}", f"ip:address[ip:ip={xpath_quote(ip)}]")
             if mask is None:
                 raise RpcError("missing-element", f"address {ip} has no prefix-length",
                                path=apath, path_ns=PATH_NS)

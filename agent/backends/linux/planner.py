@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 
 from agent.backends.linux import rtnl as R
 from agent.backends.linux.actions import Action, Names
-from agent.backends.linux.intent import PATH_NS, IfIntent, IpIntent, if_path, quote
+from agent.backends.linux.intent import PATH_NS, IfIntent, IpIntent, if_path
+from agent.datastore.tree import xpath_quote
 from agent.protocol.errors import RpcError
 
 log = logging.getLogger(__name__)
@@ -494,14 +495,14 @@ class Planner:
                 old.addresses if old else ())
             for f, ip, plen in sorted(have):
                 if f == fam and ip in managed and want.get(ip) != plen:
-                    p = if_path(name, f"ip:{fam_name}", f"ip:address[ip:ip={quote(ip)}]")
+                    p = if_path(name, f"ip:{fam_name}", f"ip:address[ip:ip={xpath_quote(ip)}]")
                     self.act(Action(f"delete address {ip}/{plen} from {name}", p, ST_DEL_ADDR,
                                     nl=req_addr(False, name, ip, plen), ok_errors=GONE,
                                     undo=[Action(f"re-add {ip}/{plen}", p, 0,
                                                  nl=req_addr(True, name, ip, plen))]))
             for ip, plen in want.items():
                 if (fam, ip, plen) not in have:
-                    p = if_path(name, f"ip:{fam_name}", f"ip:address[ip:ip={quote(ip)}]")
+                    p = if_path(name, f"ip:{fam_name}", f"ip:address[ip:ip={xpath_quote(ip)}]")
                     self.act(Action(f"add address {ip}/{plen} to {name}", p, ST_ADD_ADDR,
                                     nl=req_addr(True, name, ip, plen),
                                     undo=[Action(f"remove {ip}/{plen}", p, 0,
@@ -518,7 +519,7 @@ class Planner:
             managed = set(cur.neighbors if cur else ()) | set(old.neighbors if old else ())
             for (f, ip), n in sorted(have.items()):
                 if f == fam and ip in managed and ip not in want and n.state & R.NUD_PERMANENT:
-                    p = if_path(name, f"ip:{fam_name}", f"ip:neighbor[ip:ip={quote(ip)}]")
+                    p = if_path(name, f"ip:{fam_name}", f"ip:neighbor[ip:ip={xpath_quote(ip)}]")
                     self.act(Action(f"delete neighbor {ip} from {name}", p, ST_DEL_NEIGH,
                                     nl=req_neigh(False, name, ip, None), ok_errors=GONE,
                                     undo=[Action(f"re-add neighbor {ip}", p, 0,
@@ -527,7 +528,7 @@ class Planner:
                 n = have.get((fam, ip))
                 if n is not None and n.lladdr == ll and n.state & R.NUD_PERMANENT:
                     continue
-                p = if_path(name, f"ip:{fam_name}", f"ip:neighbor[ip:ip={quote(ip)}]")
+                p = if_path(name, f"ip:{fam_name}", f"ip:neighbor[ip:ip={xpath_quote(ip)}]")
                 if n is not None and n.state & R.NUD_PERMANENT and n.lladdr:
                     undo = [Action(f"restore neighbor {ip}", p, 0,
                                    nl=req_neigh(True, name, ip, n.lladdr))]
