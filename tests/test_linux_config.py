@@ -450,3 +450,188 @@ def test_agent_starts_when_startup_names_a_missing_interface(tmp_path):
             assert "startup configuration not applied" in agent.log.read_text()
         finally:
             agent.stop()
+
+
+# ------------------------------------------------------------------ restoring on delete (#3)
+def test_deleting_config_restores_admin_state(env):
+    """Unconfigured, a link goes back to its admin state from before the agent managed it."""
+    env.lab.veth(env.ns, "eth1", up=False)  # a link the agent will bring up
+    before = (env.link("eth0")["flags"], env.link("eth1")["flags"])
+    assert "UP" in before[0] and "UP" not in before[1]
+    r = env.edit(ifs(eth("eth0", "<enabled>false</enabled><description>d</description>"),
+                     eth("eth1", v4(addr("192.0.2.1", 24)))))
+    assert ok(r), errors(r)
+    assert "UP" not in env.link("eth0")["flags"] and "UP" in env.link("eth1")["flags"]
+    r = env.replace_all("")
+    assert ok(r), errors(r)
+    assert (env.link("eth0")["flags"], env.link("eth1")["flags"]) == before
+    assert "ifalias" not in env.link("eth0")
+    # a later config of eth0 alone changes nothing about eth1
+    assert ok(env.edit(ifs(eth("eth0"))))
+    assert "UP" not in env.link("eth1")["flags"]
+
+
+def test_pre_agent_values_survive_agent_restart(tmp_path):
+    """The values restored on delete (MTU, admin state, alias) are kept in the state dir: an
+    agent restarted between the commit and the delete still restores them."""
+    from agentproc import AgentProcess
+
+    with Lab() as lab:
+        ns = lab.netns()
+        lab.veth(ns, "eth0")
+        sh("ip", "-n", ns, "link", "set", "eth0", "mtu", "1400", "alias", "set-by-someone")
+        before = lab.link(ns, "eth0")
+        agent = AgentProcess(tmp_path, netns=ns)
+        agent.start()
+        try:
+            cfg = ifs(eth("eth0", "<enabled>false</enabled><description>agent</description>"
+                          + v4("<mtu>1280</mtu>")))
+            with agent.ncclient() as m:
+                m.edit_config(target="running", config=f'<config xmlns="{NS["nc"]}">{cfg}</config>')
+                m.copy_config(source="running", target="startup")
+            link = lab.link(ns, "eth0")
+            assert link["mtu"] == 1280 and "UP" not in link["flags"]
+            agent.stop()
+            agent.start()
+            with agent.ncclient() as m:
+                m.edit_config(target="running", config=f'<config xmlns="{NS["nc"]}">'
+                              + ifs(f'<interface xmlns:nc="{NS["nc"]}" nc:operation="delete">'
+                                    "<name>eth0</name></interface>") + "</config>")
+            link = lab.link(ns, "eth0")
+            assert link["mtu"] == 1400 and "UP" in link["flags"]
+            assert link["ifalias"] == "set-by-someone"
+            volatile = ("stats", "stats64", "operstate", "linkmode")
+            assert ({k: v for k, v in link.items() if k not in volatile}
+                    == {k: v for k, v in before.items() if k not in volatile})
+            assert not (tmp_path / "linux-originals.json").read_text().count("eth0")
+        finally:
+            agent.stop()
+
+
+# ------------------------------------------------------------------ sysctl drift (#3)
+def test_sysctl_drift_is_repaired(env, caplog):
+    caplog.set_level(logging.WARNING, logger="agent.linux")
+    r = env.edit(ifs(eth("eth0", v4("<forwarding>true</forwarding>")
+                         + v6("<forwarding>true</forwarding><mtu>1300</mtu>"
+                              "<dup-addr-detect-transmits>0</dup-addr-detect-transmits>"
+                              "<autoconf><create-global-addresses>false"
+                              "</create-global-addresses></autoconf>"))))
+    assert ok(r), errors(r)
+    want = {"net.ipv4.conf.eth0.forwarding": "1", "net.ipv6.conf.eth0.forwarding": "1",
+            "net.ipv6.conf.eth0.mtu": "1300", "net.ipv6.conf.eth0.dad_transmits": "0",
+            "net.ipv6.conf.eth0.autoconf": "0", "net.ipv6.conf.eth0.disable_ipv6": "0"}
+    assert {k: env.sysctl(k) for k in want} == want
+
+    async def until(key: str, timeout: float) -> float:
+        t0 = time.monotonic()
+        while (await asyncio.to_thread(env.sysctl, key)) != want[key]:
+            assert time.monotonic() - t0 < timeout, f"{key} not restored within {timeout} s"
+            await asyncio.sleep(0.02)
+        return time.monotonic() - t0
+
+    def drift(key: str, value: str) -> None:
+        sh("ip", "netns", "exec", env.ns, "sysctl", "-qw", f"{key}={value}")
+
+    async def scenario(period: float, changes: dict[str, str], timeout: float) -> None:
+        watcher = DriftWatcher(env.backend, sysctl_period=period)
+        task = asyncio.ensure_future(watcher.run())
+        await asyncio.sleep(0.1)
+        try:
+            for key, value in changes.items():
+                await asyncio.to_thread(drift, key, value)
+                print(f"{key}: restored after {await until(key, timeout):.3f} s")
+        finally:
+            task.cancel()
+
+    # forwarding: the kernel sends RTM_NEWNETCONF (no periodic check needed: period 1 h)
+    asyncio.run(scenario(3600, {"net.ipv4.conf.eth0.forwarding": "0",
+                                "net.ipv6.conf.eth0.forwarding": "0"}, 1.0))
+    # the others raise no event: the periodic check of the managed sysctls finds them
+    asyncio.run(scenario(0.2, {"net.ipv6.conf.eth0.mtu": "1280",
+                               "net.ipv6.conf.eth0.dad_transmits": "3",
+                               "net.ipv6.conf.eth0.autoconf": "1",
+                               "net.ipv6.conf.eth0.disable_ipv6": "1"}, 1.5))
+    msgs = [r.getMessage() for r in caplog.records]
+    for key, value in want.items():
+        assert any(f"drift: sysctl {key}={value}: restored" in m for m in msgs), (key, msgs)
+
+
+def test_unrepairable_sysctl_drift_is_not_retried_in_a_loop(env, caplog):
+    """The IPv6 MTU cannot exceed the link MTU: after an `ip link set mtu` lower than the
+    configured IPv6 mtu, restoring fails; the periodic check must not retry it every time."""
+    caplog.set_level(logging.WARNING, logger="agent.linux")
+    assert ok(r := env.edit(ifs(eth("eth0", v6("<mtu>1400</mtu>"))))), errors(r)
+
+    async def scenario() -> int:
+        watcher = DriftWatcher(env.backend, sysctl_period=0.05)
+        task = asyncio.ensure_future(watcher.run())
+        await asyncio.sleep(0.1)
+        try:
+            n = watcher.reconciles
+            await asyncio.to_thread(sh, "ip", "-n", env.ns, "link", "set", "eth0", "mtu", "1300")
+            await asyncio.sleep(1.5)  # ~30 checks
+            return watcher.reconciles - n
+        finally:
+            task.cancel()
+
+    reconciles = asyncio.run(scenario())
+    assert env.sysctl("net.ipv6.conf.eth0.mtu") == "1300"  # the kernel's, not restorable
+    failed = [r for r in caplog.records if "drift: restoring failed" in r.getMessage()]
+    assert failed and "mtu" in failed[0].getMessage()
+    assert 1 <= reconciles <= 3, reconciles
+
+
+# ------------------------------------------------------------------ large rollback (#3)
+def test_rollback_of_large_create_is_batched(schema, tmp_path, monkeypatch):
+    """Undoing 200 created macvlans (and their addresses) deletes them with one link-group
+    request, not one RTM_DELLINK (~18 ms RCU wait) each; the kernel ends exactly as before."""
+    from agent.backends.linux import rtnl
+    from agent.protocol.errors import RpcError
+
+    class Refuser:
+        name = "refuser"
+
+        def prepare(self, old, new):  # noqa: ANN001, ANN201
+            class P:
+                def apply(self):  # noqa: ANN202
+                    raise RpcError("operation-failed", "injected failure")
+            return P()
+
+    with Lab() as lab:
+        ns = lab.netns()
+        lab.veth(ns, "eth0")
+        backend = LinuxConfig(ns)
+        try:
+            server = NetconfServer(schema, tmp_path, subscribers=[backend, Refuser()])
+            env = Env(lab, ns, backend, server)
+            before, running = env.kernel(), env.running()
+            n_before = len(lab.ip_json(ns, "link", "show"))
+            dellinks: list[int] = []
+            undo_time: list[float] = []
+            real_batch, real_undo = rtnl.RtnlSocket.batch, type(backend.executor).undo
+
+            def spy_batch(self, reqs):  # noqa: ANN001, ANN202
+                dellinks.extend(1 for r in reqs if r.type == rtnl.RTM_DELLINK)
+                return real_batch(self, reqs)
+
+            def timed_undo(self, done, names):  # noqa: ANN001, ANN202
+                t0 = time.monotonic()
+                dellinks.clear()
+                real_undo(self, done, names)
+                undo_time.append(time.monotonic() - t0)
+
+            monkeypatch.setattr(rtnl.RtnlSocket, "batch", spy_batch)
+            monkeypatch.setattr(type(backend.executor), "undo", timed_undo)
+            cfg = ifs(eth("eth0"), *(macvlan(f"mv{i}", mode="bridge",
+                                             body=v4(addr(f"10.{i // 250}.{i % 250}.1", 24)))
+                                     for i in range(200)))
+            r = env.edit(cfg)
+            assert errors(r)[0]["error-message"] == "injected failure"
+            print(f"undo of 200 macvlan creates + 200 addresses: {undo_time[0]:.3f} s, "
+                  f"{len(dellinks)} RTM_DELLINK")
+            assert len(dellinks) == 1
+            assert undo_time[0] < 5.0
+            assert len(lab.ip_json(ns, "link", "show")) == n_before
+            assert env.kernel() == before and env.running() == running
+        finally:
+            backend.close()

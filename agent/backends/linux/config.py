@@ -10,12 +10,26 @@ links only (drift elsewhere is the drift watcher's business: ``reconcile``);
 ``apply`` executes them, and on the first kernel error undoes everything it did
 and raises ``operation-failed`` naming the node and the kernel's error text.
 ``reconcile()`` plans running against the kernel again: drift is restored.
+
+Deleting an interface's configuration (RFC 8343: it is then no longer configured)
+deletes a macvlan; a link the agent did not create gets back its values from before
+the agent first changed them (MTU, admin state, alias; kept across restarts by
+:mod:`~agent.backends.linux.originals`), its managed addresses and neighbours are
+removed and its managed sysctls go back to the namespace's ``conf/default`` values.
+When no pre-agent admin state is known (the agent never changed it, or its record
+was lost), a link the configuration had disabled is brought up: the YANG default of
+``enabled`` is true; otherwise it is left as it is.
+
+Sysctls raise no netlink event except forwarding (RTM_NEWNETCONF): the drift watcher
+also compares the other managed sysctls with running every few seconds
+(:meth:`LinuxConfig.sysctl_drift`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lxml import etree
@@ -23,7 +37,8 @@ from lxml import etree
 from agent.backends.linux import intent
 from agent.backends.linux.actions import Action, ApplyFailed, Executor, Names
 from agent.backends.linux.nsthread import NsThread
-from agent.backends.linux.planner import Kernel, Planner
+from agent.backends.linux.originals import Changes, Originals
+from agent.backends.linux.planner import Kernel, Planner, sysctl_intent
 from agent.backends.linux.rtnl import SOL_NETLINK
 from agent.datastore.store import change_hint
 from agent.protocol.errors import RpcError
@@ -39,10 +54,12 @@ NETLINK_GET_STRICT_CHK = 12
 
 
 class LinuxPlan:
-    def __init__(self, backend: LinuxConfig, actions: list[Action], names: Names) -> None:
+    def __init__(self, backend: LinuxConfig, actions: list[Action], names: Names,
+                 originals: Changes | None = None) -> None:
         self.backend = backend
         self.actions = actions
         self.names = names
+        self.originals = originals or {}
 
     def apply(self) -> Callable[[], None]:
         b = self.backend
@@ -56,10 +73,12 @@ class LinuxPlan:
                            path_ns=intent.PATH_NS) from None
         for a in done:
             log.info("linux: %s", a.what)
+        revert = b.originals.update(self.originals)
 
         def undo() -> None:
             log.info("linux: undoing %d actions", len(done))
             b.executor.undo(list(done), self.names)
+            b.originals.update(revert)
 
         return undo
 
@@ -71,7 +90,8 @@ class LinuxConfig:
     #: at most this many changed interfaces are planned alone (more: plan everything)
     PARTIAL_MAX = 64
 
-    def __init__(self, netns: str | None) -> None:
+    def __init__(self, netns: str | None, state_dir: Path | None = None) -> None:
+        """``state_dir``: where the links' pre-agent values are kept (None: in memory)."""
         self.netns = netns
         self.ns = NsThread(netns)
         self.sock = self.ns.socket()
@@ -79,10 +99,11 @@ class LinuxConfig:
         self.qsock = self.ns.socket()
         self.qsock.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
         self.executor = Executor(self.sock, self.ns)
-        self.originals: dict[str, int] = {}  # link MTUs before the agent changed them
+        self.originals = Originals(state_dir, netns)
         self.before_apply: Callable[[], None] | None = None
         self.running: Callable[[], etree._Element] | None = None
         self._last_warnings: set[str] = set()
+        self._sysctl_cache: tuple[etree._Element | None, dict[str, str]] = (None, {})
 
     def close(self) -> None:
         self.sock.close()
@@ -109,9 +130,9 @@ class LinuxConfig:
         res = self._planner(kernel).plan(o, n, strict)
         for w in res.warnings:
             log.warning("linux: %s (configuration kept, not applied)", w)
-        if not res.actions:
+        if not res.actions and not res.originals:
             return None
-        return LinuxPlan(self, res.actions, kernel.names())
+        return LinuxPlan(self, res.actions, kernel.names(), res.originals)
 
     def _involved(self, old: etree._Element, new: etree._Element, changed: set[str]
                   ) -> tuple[dict[str, intent.IfIntent], dict[str, intent.IfIntent]]:
@@ -153,15 +174,40 @@ class LinuxConfig:
             log.warning("drift: %s: cannot restore", w)
         self._last_warnings = set(res.warnings)
         if not res.actions:
+            self.originals.update(res.originals)
             return True
         try:
             done = self.executor.run(res.actions, kernel.names())
         except ApplyFailed as exc:
             log.error("drift: restoring failed: %s", exc)
             return False
+        self.originals.update(res.originals)
         for a in done:
             log.warning("drift: %s: restored", a.what)
         return True
+
+    # ------------------------------------------------------------ sysctl drift
+    #: sysctls whose changes the kernel announces (RTM_NEWNETCONF): no need to poll them
+    EVENT_SYSCTLS = ("/forwarding",)
+
+    def managed_sysctls(self) -> dict[str, str]:
+        """key → value running asks for, of the managed sysctls that raise no netlink
+        event (parsed again only when running changed)."""
+        if self.running is None:
+            return {}
+        tree = self.running()
+        cached_tree, keys = self._sysctl_cache
+        if cached_tree is not tree:
+            keys = {k: v for it in intent.parse(tree).values()
+                    for k, (v, _path) in sysctl_intent(it).items()
+                    if not k.endswith(self.EVENT_SYSCTLS)}
+            self._sysctl_cache = (tree, keys)
+        return keys
+
+    def sysctl_drift(self, keys: dict[str, str], have: dict[str, str | None]) -> set[str]:
+        """The keys whose value differs from ``keys`` (those that exist: a missing link is
+        the link watcher's business)."""
+        return {k for k, v in keys.items() if have.get(k) is not None and have[k] != v}
 
 
 def attach(server: NetconfServer, ctx: BackendContext) -> LinuxConfig:
@@ -169,7 +215,7 @@ def attach(server: NetconfServer, ctx: BackendContext) -> LinuxConfig:
     drift watcher task, shutdown."""
     from agent.backends.linux.drift import DriftWatcher
 
-    backend = LinuxConfig(ctx.netns)
+    backend = LinuxConfig(ctx.netns, ctx.state_dir)
     backend.running = lambda: server.datastores["running"].tree
     server.datastores.subscribers.insert(0, backend)
     ctx.tasks.append(DriftWatcher(backend).run)

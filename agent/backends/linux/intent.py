@@ -3,6 +3,23 @@
 Reads a validated ``running`` tree (ietf-interfaces, ietf-ip, the project's macvlan
 augment) into plain dataclasses with YANG defaults filled in, IP addresses in
 canonical text. Error paths use the modules' own prefixes.
+
+An absent ``ip:ipv4`` / ``ip:ipv6`` container means "not managed", not "disabled"
+(a deliberate deviation from RFC 8344, where these presence containers enable the
+family: "Enables IPv4/IPv6 unless the 'enabled' leaf is false"). Read strictly, an
+interface configured without ``ipv6`` would get ``disable_ipv6=1``: the kernel then
+drops its link-local and every other IPv6 address, neighbour discovery and SLAAC
+stop, and IPv6 VRRP on the LAN, router advertisements and an operator's own IPv6
+management access break the moment someone configures only a description or an
+IPv4 address (the tests and the VRRP lab configure most interfaces that way). Linux
+cannot switch IPv4 off on a link at all; "disabled" could only mean deleting every
+IPv4 address not in the configuration — DHCP leases, addresses set by other tools,
+the management address the operator is connected through. So the agent touches a
+family only when its container is present (addresses, neighbours and sysctls listed
+there; ``enabled false`` is the explicit way to disable it) and reports the kernel's
+actual IPv4/IPv6 state in the operational datastore whatever the configuration.
+Removing a container gives its sysctls back their ``conf/default`` values and removes
+the addresses and neighbours it listed, nothing else.
 """
 
 from __future__ import annotations
@@ -19,8 +36,6 @@ IF = "urn:ietf:params:xml:ns:yang:ietf-interfaces"
 IP = "urn:ietf:params:xml:ns:yang:ietf-ip"
 MV = "urn:netconf-vrrp-agent:yang:macvlan"
 PATH_NS = {"if": IF, "ip": IP, "mv": MV}
-
-
 
 
 def if_path(name: str, *tail: str) -> str:

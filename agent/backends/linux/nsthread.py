@@ -9,7 +9,7 @@ shows the namespace's sysctls. Python 3.11 has no ``os.setns``: libc's is used.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 from agent.backends.linux.rtnl import RtnlSocket
@@ -23,6 +23,18 @@ def sysctl_path(key: str) -> str:
     return "/proc/sys/" + key
 
 
+def read_sysctls(keys: list[str]) -> dict[str, str | None]:
+    """Values of ``keys`` read in the calling thread's namespace (None: no such file)."""
+    out: dict[str, str | None] = {}
+    for k in keys:
+        try:
+            with open(sysctl_path(k)) as f:
+                out[k] = f.read().strip()
+        except OSError:
+            out[k] = None
+    return out
+
+
 class NsThread:
     """Runs callables inside ``netns`` (``None``: the agent's own namespace)."""
 
@@ -34,22 +46,16 @@ class NsThread:
     def call(self, fn: Callable[..., T], *args) -> T:
         return self._ex.submit(fn, *args).result()
 
+    def submit(self, fn: Callable[..., T], *args) -> Future[T]:
+        """Run ``fn`` in the namespace without waiting (``asyncio.wrap_future`` it)."""
+        return self._ex.submit(fn, *args)
+
     def socket(self, groups: int = 0) -> RtnlSocket:
         return self.call(RtnlSocket, groups)
 
     def read_sysctls(self, keys: Iterable[str]) -> dict[str, str | None]:
         """Values of ``keys`` (None when the file does not exist)."""
-        def run(keys: list[str]) -> dict[str, str | None]:
-            out: dict[str, str | None] = {}
-            for k in keys:
-                try:
-                    with open(sysctl_path(k)) as f:
-                        out[k] = f.read().strip()
-                except OSError:
-                    out[k] = None
-            return out
-
-        return self.call(run, list(keys))
+        return self.call(read_sysctls, list(keys))
 
     def write_sysctl(self, key: str, value: str) -> None:
         def run() -> None:

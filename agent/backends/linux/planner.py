@@ -5,6 +5,9 @@ configuration twice plans nothing, and a reconcile restores drift), using the
 *old* intent to know what the agent managed before (addresses to remove, sysctls
 to restore, macvlans to delete). One function per YANG concern, like FRR's
 northbound callbacks; each emits :class:`Action` objects with their inverses.
+Values a commit changes on an existing link (MTU, admin state, alias) are remembered
+as they were (:mod:`~agent.backends.linux.originals`, staged in the result, kept by
+the caller once applied) and given back when their configuration is deleted.
 
 Stages: delete addresses/neighbours → delete macvlans → create macvlans (lower
 first) → link attributes (lower MTUs first) → sysctls → add addresses/neighbours.
@@ -17,10 +20,12 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from agent.backends.linux import rtnl as R
 from agent.backends.linux.actions import Action, Names
 from agent.backends.linux.intent import PATH_NS, IfIntent, IpIntent, if_path
+from agent.backends.linux.originals import Changes, Originals
 from agent.datastore.tree import xpath_quote
 from agent.protocol.errors import RpcError
 
@@ -237,15 +242,19 @@ def default_key(key: str) -> str:
 class PlanResult:
     actions: list[Action] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    #: pre-agent values to remember / forget once the actions are applied
+    originals: Changes = field(default_factory=dict)
 
 
 class Planner:
     """One planning pass. ``read_sysctls(keys) -> {key: value|None}`` reads the namespace;
-    ``originals`` remembers link MTUs the agent changed (restored when unconfigured)."""
+    ``originals`` holds the links' values from before the agent changed them (MTU, admin
+    state, alias: restored when unconfigured); the plan stages its changes to them in
+    ``PlanResult.originals``."""
 
     def __init__(self, kernel: Kernel,
                  read_sysctls: Callable[[list[str]], dict[str, str | None]],
-                 originals: dict[str, int]) -> None:
+                 originals: Originals) -> None:
         self.k = kernel
         self.read_sysctls = read_sysctls
         self.originals = originals
@@ -253,7 +262,7 @@ class Planner:
         # (key, value, path, link created by this plan, write even if equal, "default"?)
         self._sysctl_todo: list[tuple[str, str, str, bool, bool, str]] = []
         self._deleting: list[str] = []  # macvlans to delete
-        self._mtu_changed: set[str] = set()  # links whose MTU this plan sets
+        self._mtu_changed: dict[str, int] = {}  # links whose MTU this plan sets → MTU
 
     # -------------------------------------------------------------- helpers
     def act(self, a: Action) -> None:
@@ -263,6 +272,21 @@ class Planner:
         if strict:
             raise RpcError("operation-failed", msg, path=if_path(name, *tail), path_ns=PATH_NS)
         self.out.warnings.append(msg)
+
+    def original(self, name: str, attr: str) -> Any:
+        key = (name, attr)
+        return self.out.originals[key] if key in self.out.originals else self.originals.get(
+            name, attr)
+
+    def remember(self, name: str, attr: str, value: Any) -> None:
+        """Keep ``value`` as the pre-agent one, unless one is known already."""
+        if self.original(name, attr) is None:
+            self.out.originals[(name, attr)] = value
+
+    def forget(self, name: str, *attrs: str) -> None:
+        for attr in attrs:
+            if self.original(name, attr) is not None:
+                self.out.originals[(name, attr)] = None
 
     def lower_name(self, link: R.Link) -> str | None:
         lo = self.k.by_index.get(link.lower or -1)
@@ -418,7 +442,7 @@ class Planner:
                         nl=req_create_macvlan(name, it.lower or "", it.mode, it.mac, it.mtu,
                                               it.enabled),
                         undo=[Action(f"delete macvlan {name}", if_path(name), 0,
-                                     nl=req_del_link(name), deletes=(name,))],
+                                     nl=req_del_link(name), deletes=(name,), del_link=True)],
                         creates=name))
         if it.description:
             self.act(Action(f"set alias of {name}", if_path(name, "if:description"), ST_SET,
@@ -429,7 +453,7 @@ class Planner:
         undo = [Action(f"undo {what}", if_path(name), 0, nl=req_set_link(name, **undo_kw))] \
             if undo_kw else []
         if kw.get("mtu") is not None:
-            self._mtu_changed.add(name)
+            self._mtu_changed[name] = kw["mtu"]
         self.act(Action(what, if_path(name, *tail), ST_SET + order,
                         nl=req_set_link(name, **kw), undo=undo))
 
@@ -442,45 +466,63 @@ class Planner:
         if it.macvlan and it.mac and it.mac != k.mac:
             self._set(name, f"set MAC of {name} to {it.mac}", ("mv:macvlan", "mv:mac-address"),
                       undo_kw={"mac": k.mac}, mac=it.mac)
+        # a value the configuration changes is remembered as it was before (restored when
+        # unconfigured); a reconcile (prev == it) restores drift and remembers nothing
         mtu = it.mtu
         if mtu is None and prev is not None and prev.mtu is not None:
-            mtu = self.originals.get(name)  # unconfigured: back to what it was
+            mtu = self.original(name, "mtu")  # unconfigured: back to what it was
+            self.forget(name, "mtu")
         if mtu is not None and mtu != k.mtu:
-            if it.mtu is not None:
-                self.originals.setdefault(name, k.mtu)
-            else:
-                self.originals.pop(name, None)
+            if it.mtu is not None and (prev is None or prev.mtu != it.mtu):
+                self.remember(name, "mtu", k.mtu)
             self._set(name, f"set MTU of {name} to {mtu}", ("ip:ipv4", "ip:mtu"),
                       order=0 if not it.macvlan else 1, undo_kw={"mtu": k.mtu}, mtu=mtu)
         alias = it.description
         if alias is None and prev is not None and prev.description is not None:
-            alias = ""
+            alias = self.original(name, "alias") or ""
+            self.forget(name, "alias")
         if alias is not None and alias != k.alias:
+            if it.description is not None and (prev is None
+                                               or prev.description != it.description):
+                self.remember(name, "alias", k.alias)
             self._set(name, f"set alias of {name}", ("if:description",), order=2,
                       undo_kw={"alias": k.alias}, alias=alias)
         if it.enabled != k.up:
+            if prev is None or prev.enabled != it.enabled:
+                self.remember(name, "up", k.up)
             self._set(name, f"set {name} {'up' if it.enabled else 'down'}", ("if:enabled",),
                       order=3, undo_kw={"up": k.up}, up=it.enabled)
 
     # -------------------------------------------------------------- removed config
     def _removed(self, it: IfIntent) -> None:
-        k = self.k.links.get(it.name)
+        """An interface no longer configured: a macvlan is deleted; an existing link goes
+        back to its values from before the agent changed them (admin state: to the YANG
+        default, up, when that is unknown and the configuration had it down)."""
+        name = it.name
+        k = self.k.links.get(name)
+        orig = {a: self.original(name, a) for a in ("mtu", "up", "alias")}
+        self.forget(name, "mtu", "up", "alias")
         if k is None:
             return
         if it.macvlan and k.kind == "macvlan":
-            self._delete_macvlan(it.name)
+            self._delete_macvlan(name)
             return
-        empty = IfIntent(name=it.name)
+        empty = IfIntent(name=name)
         self._addresses(empty, it, True)
         self._neighbors(empty, it, True)
+        if it.description is not None or orig["alias"] is not None:
+            alias = orig["alias"] or ""
+            if alias != k.alias:
+                self._set(name, f"restore alias of {name}", ("if:description",),
+                          undo_kw={"alias": k.alias}, alias=alias)
+        if orig["mtu"] is not None and orig["mtu"] != k.mtu:
+            self._set(name, f"restore MTU of {name} to {orig['mtu']}", ("ip:ipv4", "ip:mtu"),
+                      undo_kw={"mtu": k.mtu}, mtu=orig["mtu"])
+        up = orig["up"] if orig["up"] is not None else (True if not it.enabled else None)
+        if up is not None and up != k.up:
+            self._set(name, f"restore {name} {'up' if up else 'down'}", ("if:enabled",),
+                      order=3, undo_kw={"up": k.up}, up=up)
         self._sysctls(empty, it, True)
-        if it.description:
-            self._set(it.name, f"clear alias of {it.name}", ("if:description",),
-                      undo_kw={"alias": k.alias}, alias="")
-        orig = self.originals.pop(it.name, None)
-        if it.mtu is not None and orig is not None and orig != k.mtu:
-            self._set(it.name, f"restore MTU of {it.name} to {orig}", ("ip:ipv4", "ip:mtu"),
-                      undo_kw={"mtu": k.mtu}, mtu=orig)
 
     # -------------------------------------------------------------- addresses
     def _addresses(self, it: IfIntent, prev: IfIntent | None, existing: bool) -> None:
@@ -550,9 +592,10 @@ class Planner:
         for key, (_val, path) in before.items():
             if key in want:
                 continue
-            if key.endswith("/mtu"):
+            if key.endswith("/mtu"):  # back to the link MTU (the one this plan sets)
                 link = self.k.links.get(it.name)
-                restore = str(it.mtu or (link.mtu if link else 0))
+                restore = str(it.mtu or self._mtu_changed.get(it.name)
+                              or (link.mtu if link else 0))
                 self._sysctl_todo.append((key, restore, path, False, False, ""))
             else:
                 self._sysctl_todo.append((key, "", path, False, False, "default"))

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK = 16, 17, 18
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
+RTM_NEWNETCONF, RTM_DELNETCONF = 80, 81
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 # header flags
 F_REQUEST, F_MULTI, F_ACK, F_ECHO = 1, 2, 4, 8
@@ -31,9 +32,17 @@ SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
 NLMSGERR_ATTR_MSG = 1
 # multicast groups (bit masks) for the watcher
 GRP_LINK, GRP_NEIGH, GRP_IPV4_IFADDR, GRP_IPV6_IFADDR = 0x1, 0x4, 0x10, 0x100
+GRP_IPV4_NETCONF, GRP_IPV6_NETCONF = 1 << 23, 1 << 24  # RTNLGRP_IPV4/IPV6_NETCONF (24, 25)
 # attributes
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_LINK = 1, 3, 4, 5
-IFLA_LINKINFO, IFLA_IFALIAS, IFLA_GROUP = 18, 20, 27
+IFLA_LINKINFO, IFLA_IFALIAS, IFLA_AF_SPEC, IFLA_GROUP = 18, 20, 26, 27
+IFLA_INET_CONF, IFLA_INET6_CONF = 1, 2  # in IFLA_AF_SPEC / AF_INET, AF_INET6
+#: per-link sysctl → index in IFLA_INET6_CONF (enum DEVCONF_*, uapi linux/ipv6.h)
+INET6_DEVCONF = {"forwarding": 0, "mtu": 2, "autoconf": 5, "dad_transmits": 6,
+                 "use_tempaddr": 10, "temp_valid_lft": 11, "temp_prefered_lft": 12,
+                 "disable_ipv6": 26}
+#: per-link sysctl → index in IFLA_INET_CONF (IPV4_DEVCONF_* - 1, uapi linux/ip.h)
+INET_DEVCONF = {"forwarding": 0}
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 IFLA_MACVLAN_MODE = 1
 IFA_ADDRESS, IFA_LOCAL, IFA_FLAGS = 1, 2, 8
@@ -193,6 +202,42 @@ def parse_link(msg: bytes) -> Link:
             mode = u32(attrs(data, 0, len(data)).get(IFLA_MACVLAN_MODE))
             link.mode = MACVLAN_MODE_NAMES.get(mode or 0)
     return link
+
+
+def find_attrs(buf: bytes, off: int, end: int, kinds: tuple[int, ...]) -> dict[int, bytes]:
+    """Like :func:`attrs`, keeping only ``kinds`` (cheaper on big messages)."""
+    out: dict[int, bytes] = {}
+    unpack = _RTA.unpack_from
+    while off + 4 <= end:
+        n, kind = unpack(buf, off)
+        if n < 4:
+            break
+        if kind & 0x3FFF in kinds:
+            out[kind & 0x3FFF] = buf[off + 4:off + n]
+        off += (n + 3) & ~3
+    return out
+
+
+def link_devconf(msg: bytes, names: set[str] | None = None
+                 ) -> tuple[str, dict[int, tuple[int, ...]]] | None:
+    """(name, {AF_INET: values, AF_INET6: values}) of an RTM_NEWLINK's per-link sysctls
+    (``IFLA_AF_SPEC``, indexed as in :data:`INET_DEVCONF` / :data:`INET6_DEVCONF`);
+    None for a link not among ``names``."""
+    a = find_attrs(msg, 32, len(msg), (IFLA_IFNAME, IFLA_AF_SPEC))
+    name = cstr(a.get(IFLA_IFNAME)) or ""
+    if names is not None and name not in names:
+        return None
+    out: dict[int, tuple[int, ...]] = {}
+    spec = a.get(IFLA_AF_SPEC)
+    if spec is not None:
+        fams = find_attrs(spec, 0, len(spec), (socket.AF_INET, socket.AF_INET6))
+        for fam, conf_attr in ((socket.AF_INET, IFLA_INET_CONF),
+                               (socket.AF_INET6, IFLA_INET6_CONF)):
+            fa = fams.get(fam)
+            conf = find_attrs(fa, 0, len(fa), (conf_attr,)).get(conf_attr) if fa else None
+            if conf is not None:
+                out[fam] = struct.unpack_from(f"={len(conf) // 4}i", conf)
+    return name, out
 
 
 @dataclass(frozen=True)
