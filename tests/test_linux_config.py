@@ -585,7 +585,7 @@ def test_unrepairable_sysctl_drift_is_not_retried_in_a_loop(env, caplog):
 def test_rollback_of_large_create_is_batched(schema, tmp_path, monkeypatch):
     """Undoing 200 created macvlans (and their addresses) deletes them with one link-group
     request, not one RTM_DELLINK (~18 ms RCU wait) each; the kernel ends exactly as before."""
-    from agent.backends.linux import rtnl
+    from agent.backends.linux import netlink, rtnl
     from agent.protocol.errors import RpcError
 
     class Refuser:
@@ -611,7 +611,7 @@ def test_rollback_of_large_create_is_batched(schema, tmp_path, monkeypatch):
             real_batch, real_undo = rtnl.RtnlSocket.batch, type(backend.executor).undo
 
             def spy_batch(self, reqs):  # noqa: ANN001, ANN202
-                dellinks.extend(1 for r in reqs if r.type == rtnl.RTM_DELLINK)
+                dellinks.extend(1 for r in reqs if r.type == netlink.RTM_DELLINK)
                 return real_batch(self, reqs)
 
             def timed_undo(self, done, names):  # noqa: ANN001, ANN202

@@ -21,9 +21,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import groupby
 
-from agent.backends.linux import rtnl as R
+from agent.backends.linux import netlink as N
+from agent.backends.linux.netlink import NetlinkError
 from agent.backends.linux.nsthread import NsThread, sysctl_path
-from agent.backends.linux.rtnl import NetlinkError, Request, RtnlSocket, parse_link
+from agent.backends.linux.rtnl import Request, RtnlSocket, parse_link
 
 log = logging.getLogger(__name__)
 
@@ -167,10 +168,10 @@ class Executor:
                 group = self._unused_group()
                 for d in dels:
                     add(f"{d.what} (link group {group})", lambda d=d: Request(
-                        R.RTM_NEWLINK, 0, R.ifinfo(names[d.deletes[0]])
-                        + R.attr_u32(R.IFLA_GROUP, group)), None)
+                        N.RTM_NEWLINK, 0, N.ifinfo(names[d.deletes[0]])
+                        + N.attr_u32(N.IFLA_GROUP, group)), None)
                 add(f"delete link group {group} ({len(dels)} links)", lambda: Request(
-                    R.RTM_DELLINK, 0, R.ifinfo(0) + R.attr_u32(R.IFLA_GROUP, group)), None,
+                    N.RTM_DELLINK, 0, N.ifinfo(0) + N.attr_u32(N.IFLA_GROUP, group)), None,
                     tuple(d.deletes[0] for d in dels))
             dels.clear()
 
@@ -186,7 +187,7 @@ class Executor:
             items.clear()
             for name in failed_group:
                 add(f"delete {name}", lambda name=name: Request(
-                    R.RTM_DELLINK, 0, R.ifinfo(names[name])), None, (name,))
+                    N.RTM_DELLINK, 0, N.ifinfo(names[name])), None, (name,))
             self._send(items, names)
 
     def _send(self, items: list[tuple[Request, str, Action | None, tuple[str, ...]]],

@@ -39,7 +39,6 @@ from agent.backends.linux.actions import Action, ApplyFailed, Executor, Names
 from agent.backends.linux.nsthread import NsThread
 from agent.backends.linux.originals import Changes, Originals
 from agent.backends.linux.planner import Kernel, Planner, sysctl_intent
-from agent.backends.linux.rtnl import SOL_NETLINK
 from agent.datastore.store import change_hint
 from agent.protocol.errors import RpcError
 
@@ -50,7 +49,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("agent.linux")
 
 IF_LIST = f"{{{intent.IF}}}interfaces/{{{intent.IF}}}interface"
-NETLINK_GET_STRICT_CHK = 12
 
 
 class LinuxPlan:
@@ -96,8 +94,7 @@ class LinuxConfig:
         self.ns = NsThread(netns)
         self.sock = self.ns.socket()
         # queries about some links only: the kernel filters dumps by link (strict checking)
-        self.qsock = self.ns.socket()
-        self.qsock.sock.setsockopt(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1)
+        self.qsock = self.ns.socket(strict=True)
         self.executor = Executor(self.sock, self.ns)
         self.originals = Originals(state_dir, netns)
         self.before_apply: Callable[[], None] | None = None

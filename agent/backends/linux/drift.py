@@ -28,14 +28,15 @@ import errno
 import logging
 import socket
 
+from agent.backends.linux import netlink as N
 from agent.backends.linux import rtnl as R
 from agent.backends.linux.config import LinuxConfig
 from agent.backends.linux.nsthread import read_sysctls
 
 log = logging.getLogger("agent.linux")
 
-GROUPS = (R.GRP_LINK | R.GRP_NEIGH | R.GRP_IPV4_IFADDR | R.GRP_IPV6_IFADDR
-          | R.GRP_IPV4_NETCONF | R.GRP_IPV6_NETCONF)
+GROUPS = (N.RTMGRP_LINK | N.RTMGRP_NEIGH | N.RTMGRP_IPV4_IFADDR | N.RTMGRP_IPV6_IFADDR
+          | N.RTMGRP_IPV4_NETCONF | N.RTMGRP_IPV6_NETCONF)
 
 
 class DriftWatcher:
@@ -87,11 +88,11 @@ class DriftWatcher:
             self._stuck = bad
 
     def _relevant(self, typ: int, msg: bytes) -> bool:
-        if typ in (R.RTM_NEWNEIGH, R.RTM_DELNEIGH):
+        if typ in (N.RTM_NEWNEIGH, N.RTM_DELNEIGH):
             n = R.parse_neigh(msg) if len(msg) >= 28 else None
-            return n is not None and bool(n.state & R.NUD_PERMANENT)
-        return typ in (R.RTM_NEWLINK, R.RTM_DELLINK, R.RTM_NEWADDR, R.RTM_DELADDR,
-                       R.RTM_NEWNETCONF)
+            return n is not None and bool(n.state & N.NUD_PERMANENT)
+        return typ in (N.RTM_NEWLINK, N.RTM_DELLINK, N.RTM_NEWADDR, N.RTM_DELADDR,
+                       N.RTM_NEWNETCONF)
 
     def _readable(self, sock: R.RtnlSocket, loop: asyncio.AbstractEventLoop) -> None:
         relevant = False
@@ -127,7 +128,7 @@ LinkReads = tuple[dict[str, list[tuple[str, int, int]]], list[str]]
 def link_reads(keys: list[str]) -> LinkReads:
     """How to read per-link sysctl ``keys`` (``net/ipv6/conf/eth0/mtu``): link → (key,
     family, devconf index) for those netlink reports, and the others (from /proc/sys)."""
-    fams = {"ipv4": (socket.AF_INET, R.INET_DEVCONF), "ipv6": (socket.AF_INET6, R.INET6_DEVCONF)}
+    fams = {"ipv4": (socket.AF_INET, N.INET_DEVCONF), "ipv6": (socket.AF_INET6, N.INET6_DEVCONF)}
     wanted: dict[str, list[tuple[str, int, int]]] = {}
     rest: list[str] = []
     for key in keys:
@@ -148,7 +149,7 @@ def read_link_sysctls(sock: R.RtnlSocket, reads: LinkReads) -> dict[str, str | N
     out: dict[str, str | None] = {}
     if wanted:
         names = set(wanted)
-        for m in sock.dump(R.RTM_GETLINK, R.ifinfo()):
+        for m in sock.dump(N.RTM_GETLINK, N.ifinfo()):
             got = R.link_devconf(m, names)
             if got is None:
                 continue

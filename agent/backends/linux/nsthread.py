@@ -50,8 +50,8 @@ class NsThread:
         """Run ``fn`` in the namespace without waiting (``asyncio.wrap_future`` it)."""
         return self._ex.submit(fn, *args)
 
-    def socket(self, groups: int = 0) -> RtnlSocket:
-        return self.call(RtnlSocket, groups)
+    def socket(self, groups: int = 0, strict: bool = False) -> RtnlSocket:
+        return self.call(RtnlSocket, groups, strict)
 
     def read_sysctls(self, keys: Iterable[str]) -> dict[str, str | None]:
         """Values of ``keys`` (None when the file does not exist)."""

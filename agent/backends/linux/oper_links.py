@@ -20,7 +20,8 @@ import logging
 import time
 from dataclasses import dataclass
 
-from agent.backends.linux.oper_netlink import RTM_DELLINK, Link, LinkEvents, RtReader
+from agent.backends.linux.netlink import RTM_DELLINK
+from agent.backends.linux.oper_netlink import Link, LinkEvents, RtReader
 
 log = logging.getLogger("agent.linux.state")
 

@@ -35,7 +35,10 @@ from __future__ import annotations
 import socket
 from datetime import UTC, datetime
 
-from agent.backends.linux.oper_netlink import (
+from agent.backends.linux.netlink import (
+    ARPHRD_ETHER,
+    ARPHRD_IEEE80211,
+    ARPHRD_LOOPBACK,
     DEVCONF_DISABLE_IPV6,
     DEVCONF_FORWARDING,
     DEVCONF_MTU6,
@@ -45,20 +48,27 @@ from agent.backends.linux.oper_netlink import (
     IFA_F_PERMANENT,
     IFA_F_TEMPORARY,
     IFA_F_TENTATIVE,
+    IFF_RUNNING,
+    IFF_UP,
+    IN6_ADDR_GEN_MODE_EUI64,
+    MACVLAN_MODE_NAMES,
     NTF_ROUTER,
-    Addr,
-    Link,
-    Neigh,
+    NUD_DELAY,
+    NUD_FAILED,
+    NUD_INCOMPLETE,
+    NUD_NOARP,
+    NUD_PERMANENT,
+    NUD_PROBE,
+    NUD_REACHABLE,
+    NUD_STALE,
 )
+from agent.backends.linux.oper_netlink import Addr, Link, Neigh
 
 IF = "urn:ietf:params:xml:ns:yang:ietf-interfaces"
 IP = "urn:ietf:params:xml:ns:yang:ietf-ip"
 IANAIFT = "urn:ietf:params:xml:ns:yang:iana-if-type"
 MV = "urn:netconf-vrrp-agent:yang:macvlan"
 
-IFF_UP, IFF_RUNNING = 0x1, 0x40
-ARPHRD_ETHER, ARPHRD_LOOPBACK, ARPHRD_IEEE80211 = 1, 772, 801
-ARPHRD_NONE = 0xFFFE
 
 _KIND_TYPE: dict[str, tuple[str, str]] = {
     "veth": ("ianaift", "ethernetCsmacd"),
@@ -78,12 +88,8 @@ _PREFIX_NS = {"ianaift": IANAIFT, "mv": MV}
 
 _OPER = {1: "not-present", 2: "down", 3: "lower-layer-down", 4: "testing", 5: "dormant",
          6: "up"}
-NUD_INCOMPLETE, NUD_REACHABLE, NUD_STALE, NUD_DELAY, NUD_PROBE = 0x01, 0x02, 0x04, 0x08, 0x10
-NUD_FAILED, NUD_NOARP, NUD_PERMANENT = 0x20, 0x40, 0x80
 _ND_STATE = {NUD_INCOMPLETE: "incomplete", NUD_REACHABLE: "reachable", NUD_STALE: "stale",
              NUD_DELAY: "delay", NUD_PROBE: "probe"}
-IN6_ADDR_GEN_MODE_EUI64 = 0
-_MACVLAN_MODE = {1: "private", 2: "vepa", 4: "bridge", 8: "passthru", 16: "source"}
 _INFINITE = 0xFFFFFFFF
 _U32 = 1 << 32
 
@@ -188,7 +194,7 @@ class Builder:
             out.append(self._ipv6(ln, up, v6, n6))
         nmda = ""
         if ln.kind == "macvlan" and lower_name is not None:
-            mode = _MACVLAN_MODE.get(ln.macvlan_mode)
+            mode = MACVLAN_MODE_NAMES.get(ln.macvlan_mode)
             nmda = (f'<macvlan xmlns="{MV}"><lower-interface>{_esc(lower_name)}</lower-interface>'
                     + (f"<mode>{mode}</mode>" if mode else "")
                     + (f"<mac-address>{phys}</mac-address>" if phys else "") + "</macvlan>")

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.backends.linux import netlink as N
 from agent.backends.linux import rtnl as R
 from agent.backends.linux.actions import Action, Names
 from agent.backends.linux.intent import PATH_NS, IfIntent, IpIntent, if_path
@@ -67,20 +68,20 @@ class Kernel:
         """The links named (those that exist), the lower links of macvlans among them,
         and their addresses and neighbours. ``sock`` must have NETLINK_GET_STRICT_CHK
         set (the kernel then filters the address and neighbour dumps by link)."""
-        links = _get_links([R.ifinfo() + R.attr_str(R.IFLA_IFNAME, n) for n in sorted(names)],
+        links = _get_links([N.ifinfo() + N.attr_str(N.IFLA_IFNAME, n) for n in sorted(names)],
                            sock)
         by_index = {lk.index: lk for lk in links}
         lowers = {lk.lower for lk in links if lk.lower and lk.lower not in by_index}
-        for lk in _get_links([R.ifinfo(i) for i in sorted(lowers)], sock):
+        for lk in _get_links([N.ifinfo(i) for i in sorted(lowers)], sock):
             by_index[lk.index] = lk
         addrs: dict[int, set[tuple[int, str, int]]] = {}
         neighs: dict[int, dict[tuple[int, str], R.Neigh]] = {}
         for index in by_index:
-            for m in sock.dump(R.RTM_GETADDR, R.ifaddr(0, 0, index)):
+            for m in sock.dump(N.RTM_GETADDR, N.ifaddr(0, 0, index)):
                 a = R.parse_addr(m)
                 if a.index == index:  # (filtered by the kernel already)
                     addrs.setdefault(index, set()).add((a.family, a.ip, a.prefixlen))
-            for m in sock.dump(R.RTM_GETNEIGH, R.ndmsg(0, index)):
+            for m in sock.dump(N.RTM_GETNEIGH, N.ndmsg(0, index)):
                 n = R.parse_neigh(m)
                 if n is not None and n.index == index:
                     neighs.setdefault(index, {})[(n.family, n.ip)] = n
@@ -98,7 +99,7 @@ class Kernel:
 def _get_links(bodies: list[bytes], sock: R.RtnlSocket) -> list[R.Link]:
     """RTM_GETLINK for each body (by name or index); links that don't exist are left out."""
     out = []
-    for err, msgs in sock.batch([R.Request(R.RTM_GETLINK, 0, b) for b in bodies]):
+    for err, msgs in sock.batch([R.Request(N.RTM_GETLINK, 0, b) for b in bodies]):
         if err is not None:
             if err.errno in (errno.ENODEV, errno.ENOENT):
                 continue
@@ -116,22 +117,22 @@ def req_create_macvlan(name: str, lower: str, mode: str, mac: str | None, mtu: i
                        up: bool, index: int = 0) -> Callable[[Names], R.Request]:
     """``index``: ask for this ifindex (undoing a delete brings the link back as it was)."""
     def build(names: Names) -> R.Request:
-        body = R.ifinfo(index, R.IFF_UP if up else 0, R.IFF_UP)
-        body += R.attr_str(R.IFLA_IFNAME, name) + R.attr_u32(R.IFLA_LINK, names[lower])
+        body = N.ifinfo(index, N.IFF_UP if up else 0, N.IFF_UP)
+        body += N.attr_str(N.IFLA_IFNAME, name) + N.attr_u32(N.IFLA_LINK, names[lower])
         if mac:
-            body += R.attr_bytes(R.IFLA_ADDRESS, R.mac_bytes(mac))
+            body += N.attr_bytes(N.IFLA_ADDRESS, R.mac_bytes(mac))
         if mtu:
-            body += R.attr_u32(R.IFLA_MTU, mtu)
-        body += R.attr_nest(R.IFLA_LINKINFO, R.attr_str(R.IFLA_INFO_KIND, "macvlan"),
-                            R.attr_nest(R.IFLA_INFO_DATA,
-                                        R.attr_u32(R.IFLA_MACVLAN_MODE, R.MACVLAN_MODES[mode])))
-        return R.Request(R.RTM_NEWLINK, R.F_CREATE | R.F_EXCL | R.F_ECHO, body)
+            body += N.attr_u32(N.IFLA_MTU, mtu)
+        body += N.attr_nest(N.IFLA_LINKINFO, N.attr_str(N.IFLA_INFO_KIND, "macvlan"),
+                            N.attr_nest(N.IFLA_INFO_DATA,
+                                        N.attr_u32(N.IFLA_MACVLAN_MODE, N.MACVLAN_MODES[mode])))
+        return R.Request(N.RTM_NEWLINK, N.NLM_F_CREATE | N.NLM_F_EXCL | N.NLM_F_ECHO, body)
 
     return build
 
 
 def req_del_link(name: str) -> Callable[[Names], R.Request]:
-    return lambda names: R.Request(R.RTM_DELLINK, 0, R.ifinfo(names[name]))
+    return lambda names: R.Request(N.RTM_DELLINK, 0, N.ifinfo(names[name]))
 
 
 def req_set_link(name: str, *, mtu: int | None = None, mac: str | None = None,
@@ -139,22 +140,22 @@ def req_set_link(name: str, *, mtu: int | None = None, mac: str | None = None,
                  mode: str | None = None, group: int | None = None
                  ) -> Callable[[Names], R.Request]:
     def build(names: Names) -> R.Request:
-        flags = R.IFF_UP if up else 0
-        body = R.ifinfo(names[name], flags, R.IFF_UP if up is not None else 0)
+        flags = N.IFF_UP if up else 0
+        body = N.ifinfo(names[name], flags, N.IFF_UP if up is not None else 0)
         if mtu is not None:
-            body += R.attr_u32(R.IFLA_MTU, mtu)
+            body += N.attr_u32(N.IFLA_MTU, mtu)
         if mac is not None:
-            body += R.attr_bytes(R.IFLA_ADDRESS, R.mac_bytes(mac))
+            body += N.attr_bytes(N.IFLA_ADDRESS, R.mac_bytes(mac))
         if alias is not None:
-            body += R.attr_str(R.IFLA_IFALIAS, alias) if alias else R.attr_bytes(
-                R.IFLA_IFALIAS, b"")
+            body += N.attr_str(N.IFLA_IFALIAS, alias) if alias else N.attr_bytes(
+                N.IFLA_IFALIAS, b"")
         if group is not None:
-            body += R.attr_u32(R.IFLA_GROUP, group)
+            body += N.attr_u32(N.IFLA_GROUP, group)
         if mode is not None:
-            body += R.attr_nest(R.IFLA_LINKINFO, R.attr_str(R.IFLA_INFO_KIND, "macvlan"),
-                                R.attr_nest(R.IFLA_INFO_DATA, R.attr_u32(
-                                    R.IFLA_MACVLAN_MODE, R.MACVLAN_MODES[mode])))
-        return R.Request(R.RTM_NEWLINK, 0, body)
+            body += N.attr_nest(N.IFLA_LINKINFO, N.attr_str(N.IFLA_INFO_KIND, "macvlan"),
+                                N.attr_nest(N.IFLA_INFO_DATA, N.attr_u32(
+                                    N.IFLA_MACVLAN_MODE, N.MACVLAN_MODES[mode])))
+        return R.Request(N.RTM_NEWLINK, 0, body)
 
     return build
 
@@ -164,11 +165,11 @@ def req_addr(add: bool, name: str, ip: str, plen: int) -> Callable[[Names], R.Re
     raw = socket.inet_pton(fam, ip)
 
     def build(names: Names) -> R.Request:
-        body = R.ifaddr(fam, plen, names[name]) + R.attr_bytes(R.IFA_LOCAL, raw)
-        body += R.attr_bytes(R.IFA_ADDRESS, raw)
+        body = N.ifaddr(fam, plen, names[name]) + N.attr_bytes(N.IFA_LOCAL, raw)
+        body += N.attr_bytes(N.IFA_ADDRESS, raw)
         if add:
-            return R.Request(R.RTM_NEWADDR, R.F_CREATE | R.F_REPLACE, body)
-        return R.Request(R.RTM_DELADDR, 0, body)
+            return R.Request(N.RTM_NEWADDR, N.NLM_F_CREATE | N.NLM_F_REPLACE, body)
+        return R.Request(N.RTM_DELADDR, 0, body)
 
     return build
 
@@ -178,11 +179,11 @@ def req_neigh(add: bool, name: str, ip: str, lladdr: str | None) -> Callable[[Na
     raw = socket.inet_pton(fam, ip)
 
     def build(names: Names) -> R.Request:
-        body = R.ndmsg(fam, names[name], R.NUD_PERMANENT) + R.attr_bytes(R.NDA_DST, raw)
+        body = N.ndmsg(fam, names[name], N.NUD_PERMANENT) + N.attr_bytes(N.NDA_DST, raw)
         if add:
-            body += R.attr_bytes(R.NDA_LLADDR, R.mac_bytes(lladdr or ""))
-            return R.Request(R.RTM_NEWNEIGH, R.F_CREATE | R.F_REPLACE, body)
-        return R.Request(R.RTM_DELNEIGH, 0, body)
+            body += N.attr_bytes(N.NDA_LLADDR, R.mac_bytes(lladdr or ""))
+            return R.Request(N.RTM_NEWNEIGH, N.NLM_F_CREATE | N.NLM_F_REPLACE, body)
+        return R.Request(N.RTM_DELNEIGH, 0, body)
 
     return build
 
@@ -396,7 +397,7 @@ class Planner:
                 undo.append(Action(f"re-add {ip}/{plen}", p, 0,
                                    nl=req_addr(True, link.name, ip, plen)))
         for n in self.k.neighs.get(link.index, {}).values():
-            if n.state & R.NUD_PERMANENT and n.lladdr:
+            if n.state & N.NUD_PERMANENT and n.lladdr:
                 undo.append(Action(f"re-add neighbor {n.ip}", p, 0,
                                    nl=req_neigh(True, link.name, n.ip, n.lladdr)))
         return undo
@@ -427,8 +428,8 @@ class Planner:
                                          nl=req_set_link(name, group=link.group))]))
             undo += self._recreate_undo(link)
         self.act(Action(f"delete macvlans {', '.join(names)}", if_path(names[0]), ST_DEL_LINK,
-                        nl=lambda _names: R.Request(R.RTM_DELLINK, 0, R.ifinfo(0) + R.attr_u32(
-                            R.IFLA_GROUP, group)), undo=undo, deletes=tuple(names)))
+                        nl=lambda _names: R.Request(N.RTM_DELLINK, 0, N.ifinfo(0) + N.attr_u32(
+                            N.IFLA_GROUP, group)), undo=undo, deletes=tuple(names)))
 
     def _create(self, it: IfIntent, recreate: bool, fate: dict[str, str],
                 new: dict[str, IfIntent]) -> None:
@@ -560,7 +561,7 @@ class Planner:
             want = cur.neighbors if cur is not None and cur.enabled else {}
             managed = set(cur.neighbors if cur else ()) | set(old.neighbors if old else ())
             for (f, ip), n in sorted(have.items()):
-                if f == fam and ip in managed and ip not in want and n.state & R.NUD_PERMANENT:
+                if f == fam and ip in managed and ip not in want and n.state & N.NUD_PERMANENT:
                     p = if_path(name, f"ip:{fam_name}", f"ip:neighbor[ip:ip={xpath_quote(ip)}]")
                     self.act(Action(f"delete neighbor {ip} from {name}", p, ST_DEL_NEIGH,
                                     nl=req_neigh(False, name, ip, None), ok_errors=GONE,
@@ -568,10 +569,10 @@ class Planner:
                                                  nl=req_neigh(True, name, ip, n.lladdr))]))
             for ip, ll in want.items():
                 n = have.get((fam, ip))
-                if n is not None and n.lladdr == ll and n.state & R.NUD_PERMANENT:
+                if n is not None and n.lladdr == ll and n.state & N.NUD_PERMANENT:
                     continue
                 p = if_path(name, f"ip:{fam_name}", f"ip:neighbor[ip:ip={xpath_quote(ip)}]")
-                if n is not None and n.state & R.NUD_PERMANENT and n.lladdr:
+                if n is not None and n.state & N.NUD_PERMANENT and n.lladdr:
                     undo = [Action(f"restore neighbor {ip}", p, 0,
                                    nl=req_neigh(True, name, ip, n.lladdr))]
                 else:

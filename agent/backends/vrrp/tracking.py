@@ -20,8 +20,7 @@ import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from pyroute2.netlink.rtnl import RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE
-
+from agent.backends.linux.netlink import RTMGRP_IPV4_ROUTE, RTMGRP_IPV6_ROUTE
 from agent.backends.linux.netns import open_iproute
 from agent.backends.nsenter import in_netns
 
