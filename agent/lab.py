@@ -8,7 +8,8 @@
                  └──────┼────────────┼─────────────┼────┘
                    lan0 │       lan0 │        eth0 │
                <prefix>r1    <prefix>r2    <prefix>host
-               192.0.2.2     192.0.2.3     192.0.2.100, default via 192.0.2.1 (the VIP)
+               192.0.2.2     192.0.2.3     192.0.2.100, default via 192.0.2.1 (IPv4 VIP)
+               2001:db8::2   2001:db8::3   2001:db8::100, default via fe80::1 (IPv6 VIP)
 
 Each router namespace is managed by its own agent process running in the caller's network
 namespace (``serve --netns <prefix>rN --listen 127.0.0.1N --port 830``), started as a daemon
@@ -57,6 +58,8 @@ HOST_IF = "eth0"
 LAN_V4 = "192.0.2.0/24"
 LAN_V6 = "2001:db8::/64"
 VIP = "192.0.2.1"
+VIP6 = "fe80::1"  # the IPv6 instance's first virtual address (link-local, RFC 5798 §5.2.9)
+VIP6_GLOBAL = "2001:db8::1"
 HOST_V4 = "192.0.2.100"
 HOST_V6 = "2001:db8::100"
 ROUTERS = (("r1", "192.0.2.2", "2001:db8::2"), ("r2", "192.0.2.3", "2001:db8::3"))
@@ -105,6 +108,8 @@ class Lab:
     host_ipv4: str = f"{HOST_V4}/24"
     host_ipv6: str = f"{HOST_V6}/64"
     vip: str = VIP
+    vip6: str = VIP6
+    vip6_global: str = VIP6_GLOBAL
     status: str = "building"  # "building" until every agent listens, then "up"
 
     @property
@@ -303,6 +308,7 @@ def _build_topology(lab: Lab) -> None:
     _sh("ip", "-n", host, "addr", "add", lab.host_ipv4, "dev", lab.host_if)
     _sh("ip", "-n", host, "addr", "add", lab.host_ipv6, "dev", lab.host_if, "nodad")
     _sh("ip", "-n", host, "route", "add", "default", "via", lab.vip, "dev", lab.host_if)
+    _sh("ip", "-n", host, "-6", "route", "add", "default", "via", lab.vip6, "dev", lab.host_if)
 
 
 def _start_agent(lab: Lab, router: Router, password: str) -> subprocess.Popen[bytes]:
@@ -521,7 +527,8 @@ def _addresses(ns: str, ifname: str) -> list[str]:
 
 def vip_holder(ns: str, vip: str) -> str | None:
     """The interface of ``ns`` that holds the address ``vip`` (kernel view), if any."""
-    p = _sh("ip", "-j", "-n", ns, "-4", "addr", "show", check=False)
+    family = "-6" if ":" in vip else "-4"
+    p = _sh("ip", "-j", "-n", ns, family, "addr", "show", check=False)
     if p.returncode != 0 or not p.stdout.strip():
         return None
     for link in json.loads(p.stdout):
@@ -540,6 +547,7 @@ def router_status(lab: Lab, router: Router, ask_agent: bool = True,
         "lan_addresses": _addresses(router.netns, lab.lan_if) if netns_exists(router.netns)
         else [],
         "vip_on": vip_holder(router.netns, lab.vip) if netns_exists(router.netns) else None,
+        "vip6_on": vip_holder(router.netns, lab.vip6) if netns_exists(router.netns) else None,
         "vrrp": None, "vrrp_error": None,
     }
     if pid is None:
@@ -580,14 +588,16 @@ def print_status(lab: Lab, out: TextIO, ask_agents: bool = True) -> list[dict[st
     for st in states:
         pid = f" (pid {st['pid']})" if st["pid"] else ""
         lan = " ".join(st["lan_addresses"]) or "no address yet"
-        vip = f"; holds {lab.vip} on {st['vip_on']}" if st["vip_on"] else ""
+        held = [f"{v} on {st[k]}" for v, k in ((lab.vip, "vip_on"), (lab.vip6, "vip6_on"))
+                if st.get(k)]
+        vip = f"; holds {', '.join(held)}" if held else ""
         print(f"{st['router']}: agent {st['agent']}{pid}, NETCONF {st['address']} port "
               f"{st['port']}, netns {st['netns']}", file=out)
         print(f"    {lab.lan_if}: {lan}{vip}", file=out)
         if ask_agents:
             print(f"    VRRP: {_vrrp_text(st)}", file=out)
     print(f"host: netns {lab.host_netns}, {lab.host_if} {lab.host_ipv4} {lab.host_ipv6}, "
-          f"default via {lab.vip}", file=out)
+          f"default via {lab.vip} and {lab.vip6}", file=out)
     r = lab.routers[0]
     print(f"connect: user {lab.user}, password in {lab.password_file}", file=out)
     print(f"    ssh -p {r.port} {lab.user}@{r.listen} -s netconf", file=out)

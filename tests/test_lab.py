@@ -161,6 +161,9 @@ def test_up_status_netconf_down(labrun):
     route = subprocess.run(["ip", "-j", "-n", f"{labrun.prefix}host", "route", "show",
                             "default"], capture_output=True, text=True, check=True)
     assert json.loads(route.stdout)[0]["gateway"] == "192.0.2.1"
+    route6 = subprocess.run(["ip", "-6", "-j", "-n", f"{labrun.prefix}host", "route", "show",
+                             "default"], capture_output=True, text=True, check=True)
+    assert json.loads(route6.stdout)[0]["gateway"] == "fe80::1"
     for r in ("r1", "r2"):
         link = subprocess.run(["ip", "-j", "-n", f"{labrun.prefix}{r}", "link", "show",
                                "lan0"], capture_output=True, text=True, check=True)
@@ -249,8 +252,8 @@ def test_down_without_description_removes_leftovers(labrun):
 
 
 def test_demo_failover(labrun):
-    """tools/vrrp_demo.py on a lab: election, failover on link down, notification, gap.
-    Needs the VRRP backend (keepalived) and notifications."""
+    """tools/vrrp_demo.py on a lab: election of an IPv4 and an IPv6 instance, failover on
+    link down, notifications, the host's gap to both gateways."""
     p = labrun.up()
     assert p.returncode == 0, p.stderr + p.stdout
     demo = subprocess.run(
@@ -259,20 +262,28 @@ def test_demo_failover(labrun):
         capture_output=True, text=True, timeout=80, cwd=ROOT,
     )
     out = demo.stdout + demo.stderr
-    m = re.search(r"^RESULT failover_ms=(\S+) gap_ms=(\S+) notification=(\S+)$", demo.stdout,
-                  re.M)
+    m = re.search(r"^RESULT failover_ms=(\S+) gap_ms=(\S+) notification=(\S+) "
+                  r"gap6_ms=(\S+)$", demo.stdout, re.M)
     assert m, out
     assert demo.returncode == 0, out
-    failover, gap = int(m[1]), int(m[2])
+    failover, gap, gap6 = int(m[1]), int(m[2]), int(m[4])
     # 0.1 s adverts: RFC 5798 Master_Down_Interval for priority 100 is 361 ms
     assert 100 < failover < 2000, out
     assert 100 < gap < 2000, out
+    assert 100 < gap6 < 2000, out
     assert m[3] == "vrrp-new-master-event", out
-    assert "r1 MASTER" in out and "r2 BACKUP" in out and "r2 MASTER" in out
+    assert "r1 MASTER (IPv6 MASTER)" in out and "r2 BACKUP (IPv6 BACKUP)" in out, out
+    assert "r2 MASTER (IPv4 and IPv6)" in out, out
+    # one new-master notification per instance, the IPv6 one from r2's own link-local
+    assert re.search(r"vrrp-new-master-event master-ip-address=192\.0\.2\.3 ", out), out
+    assert re.search(r"vrrp-new-master-event master-ip-address=fe80:", out), out
     st = labrun.status()
-    assert re.search(r"vrid 1: MASTER", st.stdout) and re.search(r"vrid 1: BACKUP", st.stdout)
+    assert re.search(r"ipv4 vrid 1: MASTER", st.stdout), st.stdout
+    assert re.search(r"ipv6 vrid 1: MASTER", st.stdout), st.stdout
     r1_vrrp, r2_vrrp = st.stdout.split("\nr2:")
-    assert "MASTER" in r1_vrrp and "BACKUP" in r2_vrrp, st.stdout
+    assert "BACKUP" not in r1_vrrp and "MASTER" not in r2_vrrp, st.stdout
+    assert "holds 192.0.2.1 on vr401.lan0, fe80::1 on vr601.lan0" in r1_vrrp, st.stdout
+    assert "holds" not in r2_vrrp.split("VRRP:")[0], st.stdout
     down = labrun.down()
     assert down.returncode == 0, down.stderr
     labrun.assert_gone()

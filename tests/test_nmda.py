@@ -105,8 +105,8 @@ def test_hello_and_yang_library_list_the_nmda_datastores(fresh):
             prefix, _, local = name.text.partition(":")
             assert name.nsmap[prefix] == DS  # an identityref resolving to ietf-datastores
             dss[local] = d.findtext(f"{{{YL}}}schema")
-        assert dss == {"running": "complete", "candidate": "complete",
-                       "startup": "complete", "operational": "complete"}
+        assert dss == {"running": "complete", "candidate": "complete", "startup": "complete",
+                       "intended": "complete", "operational": "complete"}
         schemas = {s.findtext(f"{{{YL}}}name"): s.findtext(f"{{{YL}}}module-set")
                    for s in yl.iterfind(f"{{{YL}}}schema")}
         assert schemas == {"complete": "complete"}
@@ -138,6 +138,10 @@ def test_get_data_reads_each_datastore(fresh):
         assert names(get_data(c, "startup")) == ["eth1"]
         assert names(get_data(c, "running")) == ["eth1", "eth2"]
         assert names(get_data(c, "candidate")) == ["eth1", "eth2", "eth3"]
+        # intended: running after transformations, of which this server has none
+        intended = get_data(c, "intended")
+        assert names(intended) == ["eth1", "eth2"]
+        assert etree.tostring(intended) == etree.tostring(get_data(c, "running"))
         op = get_data(c, "operational")
         assert names(op) == ["eth1", "eth2"]  # running is what is in use
         # operational also holds the state: monitoring and the yang library
@@ -324,7 +328,6 @@ def test_origin(fresh):
 def test_bad_datastores(fresh):
     with fresh.raw() as c:
         cases = [
-            ("get-data", "ds:intended"),  # a real datastore this server does not implement
             ("get-data", "ds:nonexistent"),
             ("get-data", "nope:running"),  # undeclared prefix
             ("get-data", f'<datastore xmlns:x="{IF}">x:running</datastore>'),

@@ -1,24 +1,27 @@
 #!/usr/bin/env python3
 """VRRP failover demo on the lab (``netconf-vrrp-agent lab up``), driven over NETCONF.
 
-1. configures, with ncclient, on both routers: the LAN interface with its addresses and a
-   VRRPv3 IPv4 instance (VRID 1, virtual IP 192.0.2.1, priority 200 on r1 and 100 on r2,
-   advertisements every 0.1 s, accept-mode so the host can ping the gateway address);
+1. configures, with ncclient, on both routers: the LAN interface with its addresses, a
+   VRRPv3 IPv4 instance (VRID 1, virtual IP 192.0.2.1) and a VRRPv3 IPv6 instance (VRID 1,
+   virtual addresses fe80::1 and 2001:db8::1), priority 200 on r1 and 100 on r2,
+   advertisements every 0.1 s, accept-mode so the host can ping the gateway addresses;
 2. waits for the election and shows master and backup (``<get>`` of the ietf-vrrp state);
 3. subscribes to notifications on r2 (``create-subscription``);
-4. starts an ICMP echo probe from the host namespace to its default gateway (the VIP);
+4. starts ICMP and ICMPv6 echo probes from the host namespace to its default gateways
+   (192.0.2.1 and fe80::1);
 5. takes the master's LAN link down (``enabled`` false over NETCONF, or ``--fail switch``:
    the switch port goes down, like a pulled cable);
 6. shows the failover, the notification r2 sent, and the host's gateway reachability gap;
 7. restores the link and shows r1 taking mastership back (preemption).
 
-The last line is machine-readable: ``RESULT failover_ms=... gap_ms=... notification=...``.
-Exit status 0 when the failover happened and the host's gap was measured, 1 otherwise.
+The last line is machine-readable:
+``RESULT failover_ms=... gap_ms=... notification=... gap6_ms=...`` (``gap_ms``: IPv4).
+Exit status 0 when the failover happened and the host's gaps were measured, 1 otherwise.
 
     python3 tools/vrrp_demo.py [--state-dir DIR] [--fail netconf|switch]
 
 ``--probe ADDR`` is the probe itself (run by the demo inside the host namespace): it sends an
-ICMP echo every ``--interval`` seconds and prints ``<seq> <monotonic time>`` per reply.
+ICMP (or ICMPv6) echo every ``--interval`` seconds and prints ``<seq> <monotonic time>`` per reply.
 """
 
 from __future__ import annotations
@@ -67,16 +70,26 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def _echo(ident: int, seq: int) -> bytes:
+ECHO_REQUEST = {socket.AF_INET: 8, socket.AF_INET6: 128}
+ECHO_REPLY = {socket.AF_INET: 0, socket.AF_INET6: 129}
+
+
+def _echo(family: int, ident: int, seq: int) -> bytes:
     payload = b"nva-probe" + bytes(23)
-    header = struct.pack("!BBHHH", 8, 0, 0, ident, seq & 0xFFFF)
-    csum = _checksum(header + payload)
-    return struct.pack("!BBHHH", 8, 0, csum, ident, seq & 0xFFFF) + payload
+    kind = ECHO_REQUEST[family]
+    header = struct.pack("!BBHHH", kind, 0, 0, ident, seq & 0xFFFF)
+    # ICMPv6: the kernel fills in the checksum (it covers a pseudo-header we don't build)
+    csum = _checksum(header + payload) if family == socket.AF_INET else 0
+    return struct.pack("!BBHHH", kind, 0, csum, ident, seq & 0xFFFF) + payload
 
 
 def run_probe(target: str, interval: float) -> int:
-    """ICMP echo every ``interval`` s to ``target``; prints ``seq time`` per reply, forever."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    """ICMP / ICMPv6 echo every ``interval`` s to ``target`` (``fe80::1%eth0`` for a
+    link-local address); prints ``seq time`` per reply, forever."""
+    family = socket.AF_INET6 if ":" in target else socket.AF_INET
+    proto = socket.IPPROTO_ICMPV6 if family == socket.AF_INET6 else socket.IPPROTO_ICMP
+    dest = socket.getaddrinfo(target, None, family, socket.SOCK_RAW, proto)[0][4]
+    sock = socket.socket(family, socket.SOCK_RAW, proto)
     sock.setblocking(False)
     ident = os.getpid() & 0xFFFF
     seq = 0
@@ -87,7 +100,7 @@ def run_probe(target: str, interval: float) -> int:
         now = time.monotonic()
         if now >= next_send:
             try:
-                sock.sendto(_echo(ident, seq), (target, 0))
+                sock.sendto(_echo(family, ident, seq), dest)
             except OSError:
                 pass  # e.g. EHOSTUNREACH while the neighbour entry fails: a lost probe
             sent_at[seq & 0xFFFF] = seq
@@ -102,9 +115,10 @@ def run_probe(target: str, interval: float) -> int:
             data = sock.recv(2048)
         except BlockingIOError:
             continue
-        ihl = (data[0] & 0x0F) * 4
+        # an IPv4 raw socket hands over the IP header too, an IPv6 one does not
+        ihl = (data[0] & 0x0F) * 4 if family == socket.AF_INET else 0
         icmp_type, _, _, rid, rseq = struct.unpack("!BBHHH", data[ihl:ihl + 8])
-        if icmp_type == 0 and rid == ident and rseq in sent_at:
+        if icmp_type == ECHO_REPLY[family] and rid == ident and rseq in sent_at:
             print(f"{sent_at[rseq]} {time.monotonic():.6f}", flush=True)
 
 
@@ -208,6 +222,19 @@ def router_config(lab: labmod.Lab, router: labmod.Router, enabled: bool = True) 
       </ipv4>
       <ipv6 xmlns="{IP}">
         <address><ip>{v6}</ip><prefix-length>{v6len}</prefix-length></address>
+        <vrrp xmlns="{VRRP}" xmlns:vrrp="{VRRP}">
+          <vrrp-instance>
+            <vrid>{VRID}</vrid>
+            <version>vrrp:vrrp-v3</version>
+            <priority>{PRIORITIES[router.name]}</priority>
+            <accept-mode>true</accept-mode>
+            <advertise-interval-centi-sec>{ADVERT_CENTI}</advertise-interval-centi-sec>
+            <virtual-ipv6-addresses>
+              <virtual-ipv6-address><ipv6-address>{lab.vip6}</ipv6-address></virtual-ipv6-address>
+              <virtual-ipv6-address><ipv6-address>{lab.vip6_global}</ipv6-address></virtual-ipv6-address>
+            </virtual-ipv6-addresses>
+          </vrrp-instance>
+        </vrrp>
       </ipv6>
     </interface>
   </interfaces>
@@ -232,30 +259,40 @@ def edit(m: Any, config: str) -> float:
     return time.monotonic() - t0
 
 
-def vrrp_state(m: Any, lab: labmod.Lab) -> dict[str, str]:
-    """``{"state": "master", "priority": "200", ...}`` of VRID 1 on the LAN interface
-    (state "unknown" when the agent does not report it)."""
-    flt = (f'<interfaces xmlns="{IF}"><interface><name>{lab.lan_if}</name>'
-           f'<ipv4 xmlns="{IP}"><vrrp xmlns="{VRRP}"><vrrp-instance><vrid>{VRID}</vrid>'
-           "</vrrp-instance></vrrp></ipv4></interface></interfaces>")
+FAMILIES = ("ipv4", "ipv6")
+State = dict[str, dict[str, str]]  # family -> {"state": "master", "priority": "200", ...}
+
+
+def vrrp_state(m: Any, lab: labmod.Lab) -> State:
+    """The IPv4 and IPv6 instances VRID 1 on the LAN interface, from one ``<get>``
+    (state "unknown" when the agent does not report one)."""
+    flt = (f'<interfaces xmlns="{IF}"><interface><name>{lab.lan_if}</name>' + "".join(
+        f'<{fam} xmlns="{IP}"><vrrp xmlns="{VRRP}"><vrrp-instance><vrid>{VRID}</vrid>'
+        f"</vrrp-instance></vrrp></{fam}>" for fam in FAMILIES) + "</interface></interfaces>")
+
+    def unknown(error: str) -> State:
+        return {fam: {"state": "unknown", "error": error} for fam in FAMILIES}
+
     try:
         data = m.get(filter=("subtree", flt)).data_ele
     except Exception as exc:  # noqa: BLE001 - shown as unknown
-        return {"state": "unknown", "error": str(exc)}
+        return unknown(str(exc))
+    found = unknown("no ietf-vrrp state in <get>")
     for inst in labmod.vrrp_instances(data):
-        if inst["family"] == "ipv4" and inst["vrid"] == str(VRID):
-            return inst
-    return {"state": "unknown", "error": "no ietf-vrrp state in <get>"}
+        if inst["vrid"] == str(VRID) and inst["family"] in found:
+            found[inst["family"]] = inst
+    return found
 
 
 def wait_states(sessions: dict[str, Any], lab: labmod.Lab, want: dict[str, str],
-                timeout: float) -> tuple[dict[str, dict[str, str]], float | None]:
-    """Poll both routers until each is in the wanted state; (last states, seconds or None)."""
+                timeout: float) -> tuple[dict[str, State], float | None]:
+    """Poll the routers until both instances of each are in the wanted state;
+    (last states, seconds or None)."""
     t0 = time.monotonic()
-    states: dict[str, dict[str, str]] = {}
+    states: dict[str, State] = {}
     while True:
         states = {name: vrrp_state(m, lab) for name, m in sessions.items()}
-        if all(states[n]["state"] == s for n, s in want.items()):
+        if all(states[n][fam]["state"] == s for n, s in want.items() for fam in FAMILIES):
             return states, time.monotonic() - t0
         if time.monotonic() - t0 > timeout:
             return states, None
@@ -289,9 +326,10 @@ def _probes(n: int) -> str:
     return f"{n} probe{'' if n == 1 else 's'}"
 
 
-def _fmt_state(name: str, st: dict[str, str]) -> str:
-    prio = f" priority {st['priority']}" if "priority" in st else ""
-    return f"{name} {st['state'].upper()}{prio}"
+def _fmt_state(name: str, st: State) -> str:
+    v4, v6 = st["ipv4"], st["ipv6"]
+    prio = f" priority {v4['priority']}" if "priority" in v4 else ""
+    return f"{name} {v4['state'].upper()} (IPv6 {v6['state'].upper()}){prio}"
 
 
 def _link(lab: labmod.Lab, how: str, up: bool, m_r1: Any) -> float:
@@ -311,20 +349,24 @@ class _Abort(Exception):
 def demo(lab: labmod.Lab, fail: str, interval: float, timeout: float) -> int:
     r1, r2 = lab.routers
     print(f"VRRP demo on the lab in {lab.state_dir}: routers r1 ({r1.listen}:{r1.port}) and "
-          f"r2 ({r2.listen}:{r2.port}), host {lab.host_netns}, gateway {lab.vip}")
+          f"r2 ({r2.listen}:{r2.port}), host {lab.host_netns}, gateways {lab.vip} and {lab.vip6}")
     sessions = {r.name: connect(r, lab) for r in lab.routers}
     notif_session = None
-    probe = Probe(lab.host_netns, lab.vip, interval)
+    gw6 = f"{lab.vip6}%{lab.host_if}"
+    probes = {"IPv4": Probe(lab.host_netns, lab.vip, interval),
+              "IPv6": Probe(lab.host_netns, gw6, interval)}
+    gateways = {"IPv4": lab.vip, "IPv6": gw6}
     failover_ms: float | None = None
-    gap_ms: float | None = None
+    gaps: dict[str, float | None] = {"IPv4": None, "IPv6": None}
     event = "none"
     try:
         print("\n1. configure both routers (edit-config over NETCONF)")
         for r in lab.routers:
             took = edit(sessions[r.name], router_config(lab, r))
             print(f"   {r.name}: {lab.lan_if} {r.lan_ipv4} {r.lan_ipv6}, VRRPv3 vrid {VRID} "
-                  f"vip {lab.vip} priority {PRIORITIES[r.name]}, adverts every "
-                  f"{ADVERT_CENTI / 100:.2f} s ... ok ({took * 1000:.0f} ms)")
+                  f"IPv4 vip {lab.vip} and IPv6 vips {lab.vip6} {lab.vip6_global}, priority "
+                  f"{PRIORITIES[r.name]}, adverts every {ADVERT_CENTI / 100:.2f} s ... ok "
+                  f"({took * 1000:.0f} ms)")
 
         print("\n2. election (<get> of the ietf-vrrp state)")
         states, took = wait_states(sessions, lab, {"r1": "master", "r2": "backup"}, timeout)
@@ -332,8 +374,9 @@ def demo(lab: labmod.Lab, fail: str, interval: float, timeout: float) -> int:
         if took is None:
             print(f"   no steady master/backup after {timeout:.0f} s: {line}")
             for n, s in states.items():
-                if s.get("error"):
-                    print(f"   {n}: {s['error']}")
+                for fam in FAMILIES:
+                    if s[fam].get("error"):
+                        print(f"   {n} {fam}: {s[fam]['error']}")
             raise _Abort
         print(f"   {line}  (steady {took:.2f} s after the edit)")
 
@@ -342,16 +385,19 @@ def demo(lab: labmod.Lab, fail: str, interval: float, timeout: float) -> int:
         notif_session.create_subscription()
         print("   subscribed")
 
-        print(f"\n4. host {lab.host_netns} probes its gateway {lab.vip} "
-              f"(ICMP echo every {interval * 1000:.0f} ms)")
-        probe.start()
+        print(f"\n4. host {lab.host_netns} probes its gateways {lab.vip} and {gw6} "
+              f"(ICMP / ICMPv6 echo every {interval * 1000:.0f} ms)")
+        for probe in probes.values():
+            probe.start()
         deadline = time.monotonic() + timeout
-        while probe.count() < 20 and time.monotonic() < deadline:
+        while (min(p.count() for p in probes.values()) < 20
+               and time.monotonic() < deadline):
             time.sleep(0.02)
-        if probe.count() < 20:
-            print(f"   the gateway does not answer ({probe.count()} replies)")
+        counts = ", ".join(f"{fam} {p.count()}" for fam, p in probes.items())
+        if min(p.count() for p in probes.values()) < 20:
+            print(f"   a gateway does not answer (replies: {counts})")
             raise _Abort
-        print(f"   answered ({probe.count()} replies so far)")
+        print(f"   both answer (replies so far: {counts})")
         while notif_session.take_notification(block=False) is not None:
             pass  # anything from before the failure
 
@@ -367,10 +413,12 @@ def demo(lab: labmod.Lab, fail: str, interval: float, timeout: float) -> int:
         else:
             failover_ms = (time.monotonic() - t_fail) * 1000
             st1 = vrrp_state(sessions["r1"], lab)
-            print(f"   failover: r2 MASTER {failover_ms:.0f} ms after the link went down "
+            print(f"   failover: r2 MASTER (IPv4 and IPv6) {failover_ms:.0f} ms after the link "
+                  "went down "
                   f"({_fmt_state('r1', st1)}); RFC 5798 Master_Down_Interval for r2: "
                   f"{master_down_ms(PRIORITIES['r2']):.0f} ms")
         deadline = time.monotonic() + 3.0
+        masters = 0
         while time.monotonic() < deadline:
             n = notif_session.take_notification(block=True, timeout=0.2)
             if n is None:
@@ -380,24 +428,30 @@ def demo(lab: labmod.Lab, fail: str, interval: float, timeout: float) -> int:
                   f"{name} {text}")
             if name == "vrrp-new-master-event":
                 event = name
-                break
-        else:
-            print("   no vrrp-new-master-event notification from r2 within 3 s")
-        # let the probe see the gateway come back (or give up)
+                masters += 1
+                if masters == len(FAMILIES):
+                    break
+        if masters < len(FAMILIES):
+            print(f"   {masters} of {len(FAMILIES)} vrrp-new-master-event notifications from r2 "
+                  "within 3 s")
+        # let the probes see the gateways come back (or give up)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            last = probe.last()
-            if last is not None and last > time.monotonic() - 0.05 and failover_ms is not None:
+        while time.monotonic() < deadline and failover_ms is not None:
+            lasts = [p.last() for p in probes.values()]
+            if all(t is not None and t > time.monotonic() - 0.05 for t in lasts):
                 break
             time.sleep(0.05)
         time.sleep(0.3)
-        gap, lost = probe.gap(t_fail - 0.5)
-        if probe.last() is not None and probe.last() > t_fail:
-            gap_ms = gap * 1000
-            print(f"   host -> gateway {lab.vip}: unreachable for {gap_ms:.0f} ms "
-                  f"({_probes(lost)} lost)")
-        else:
-            print(f"   host -> gateway {lab.vip}: no reply since the link went down")
+        for fam, probe in probes.items():
+            gap, lost = probe.gap(t_fail - 0.5)
+            last = probe.last()
+            if last is not None and last > t_fail:
+                gaps[fam] = gap * 1000
+                print(f"   host -> {fam} gateway {gateways[fam]}: unreachable for "
+                      f"{gap * 1000:.0f} ms ({_probes(lost)} lost)")
+            else:
+                print(f"   host -> {fam} gateway {gateways[fam]}: no reply since the link "
+                      "went down")
 
         print(f"\n6. restore r1's link ({'enabled true' if fail == 'netconf' else 'port up'})")
         t_up = time.monotonic()
@@ -407,14 +461,16 @@ def demo(lab: labmod.Lab, fail: str, interval: float, timeout: float) -> int:
         if took is None:
             print(f"   not back after {timeout:.0f} s: {line}")
         else:
+            took_ms = (time.monotonic() - t_up) * 1000
             time.sleep(0.3)
-            gap_up, lost_up = probe.gap(t_up - 0.05)
-            print(f"   {line} after {(time.monotonic() - t_up - 0.3) * 1000:.0f} ms (preempt); "
-                  f"host gap {gap_up * 1000:.0f} ms ({_probes(lost_up)} lost)")
+            ups = [(fam, *p.gap(t_up - 0.05)) for fam, p in probes.items()]
+            print(f"   {line} after {took_ms:.0f} ms (preempt); host gaps " + ", ".join(
+                f"{fam} {g * 1000:.0f} ms ({_probes(n)} lost)" for fam, g, n in ups))
     except _Abort:
         pass
     finally:
-        probe.stop()
+        for probe in probes.values():
+            probe.stop()
         if fail == "switch":  # never leave the cable pulled
             subprocess.run(["ip", "-n", lab.lan_netns, "link", "set", r1.name, "up"],
                            check=False)
@@ -424,9 +480,13 @@ def demo(lab: labmod.Lab, fail: str, interval: float, timeout: float) -> int:
                     m.close_session()
                 except Exception:  # noqa: BLE001 - closing anyway
                     pass
-    ok = failover_ms is not None and gap_ms is not None
-    print(f"\nRESULT failover_ms={failover_ms if failover_ms is None else round(failover_ms)} "
-          f"gap_ms={gap_ms if gap_ms is None else round(gap_ms)} notification={event}")
+    ok = failover_ms is not None and None not in gaps.values()
+
+    def ms(v: float | None) -> str:
+        return "None" if v is None else str(round(v))
+
+    print(f"\nRESULT failover_ms={ms(failover_ms)} gap_ms={ms(gaps['IPv4'])} "
+          f"notification={event} gap6_ms={ms(gaps['IPv6'])}")
     return 0 if ok else 1
 
 

@@ -12,6 +12,7 @@ from lxml import etree
 from agent.protocol.errors import PROTOCOL, RpcError, bad_element
 from agent.protocol.namespaces import NC_MON, YANGLIB
 from agent.protocol.session import RpcContext
+from agent.rpc.nmda import IMPLEMENTED_DATASTORES
 from agent.rpc.params import check_params
 
 if TYPE_CHECKING:
@@ -152,7 +153,7 @@ def register(server: NetconfServer) -> None:
         _sub(sc, ns, "module-set", "complete")
         # RFC 8525 §3 / RFC 8342: every datastore this server implements (agent/rpc/nmda.py);
         # they share one schema, config false nodes appearing only in <operational>
-        for d in ("running", "candidate", "startup", "operational"):
+        for d in IMPLEMENTED_DATASTORES:
             de = _sub(root, ns, "datastore")
             _sub(de, ns, "name", f"ds:{d}")
             _sub(de, ns, "schema", "complete")

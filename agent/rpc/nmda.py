@@ -1,10 +1,12 @@
 """RFC 8526 NMDA operations: ``<get-data>``, ``<edit-data>``, and the ``<datastore>``
 form of ``<lock>``/``<unlock>``/``<validate>`` targets (ietf-netconf-nmda).
 
-Datastores: the conventional ``ds:running``, ``ds:candidate`` and ``ds:startup``, and
-``ds:operational`` (running — which is what the backends apply, so it is also what is
-in use — merged with the state the providers report). ``ds:intended`` is not
-implemented. ``get-data`` reuses the ``get``/``get-config`` retrieval path (filters,
+Datastores: the conventional ``ds:running``, ``ds:candidate`` and ``ds:startup``;
+``ds:intended`` (read-only, RFC 8342 §5.1.4: running after the configuration
+transformations, and this server has none — no templates, no inactive configuration —
+so it is running's content); and ``ds:operational`` (running — which is what the
+backends apply, so it is also what is in use — merged with the state the providers
+report). ``get-data`` reuses the ``get``/``get-config`` retrieval path (filters,
 with-defaults) and post-processes its result for ``config-filter``, the origin
 filters, ``with-origin`` and ``max-depth``; ``edit-data`` is ``edit-config``'s code path.
 
@@ -45,7 +47,7 @@ _MARK = "nmda-selected"  # transient, unqualified: data elements carry no attrib
 
 #: Every datastore identity of ietf-datastores, and the ones this server implements.
 KNOWN_DATASTORES = ("running", "candidate", "startup", "intended", "operational")
-IMPLEMENTED_DATASTORES = ("running", "candidate", "startup", "operational")
+IMPLEMENTED_DATASTORES = ("running", "candidate", "startup", "intended", "operational")
 
 #: Error-path prefix for RPC parameters. Paths start at the operation element: a prefix
 #: for the base namespace (``/nc:rpc/...``) would not survive, as lxml drops a declaration
@@ -206,7 +208,8 @@ class NmdaOps:
         with_origin, origin_match = self._origin_params(op, ds)
 
         operational = ds == "operational"
-        source = self.ds["running" if operational else ds].tree
+        # intended = running transformed, and there is no transformation here
+        source = self.ds["running" if ds in ("intended", "operational") else ds].tree
         need_xpath_marks = max_depth is not None and filter_elem is not None and \
             parse_filter(filter_elem)[0] == "xpath"
         origins = with_origin or origin_match is not None
