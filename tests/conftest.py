@@ -51,3 +51,28 @@ def fresh(agent):
     """The module's agent with empty datastores."""
     agent.reset()
     return agent
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):  # noqa: ANN001, ANN201 - pytest hook
+    """When a test that uses a VRRP lab (``tests/vrrplab.py``) fails, attach the tail of
+    each router's keepalived log and its current VRRP states to the report, so a failure
+    seen once in CI can be diagnosed from the log alone."""
+    report = yield
+    lab = item.funcargs.get("lab") if hasattr(item, "funcargs") else None
+    if report.failed and call.when == "call" and lab is not None and hasattr(lab, "routers"):
+        for r in lab.routers:
+            ka = getattr(r, "ka", None)
+            if ka is None:
+                continue
+            try:
+                tail = "\n".join(ka.log_path.read_text().splitlines()[-60:])
+            except OSError as exc:
+                tail = f"(no keepalived log: {exc})"
+            try:
+                states = {name: d["data"].get("state") for name, d in r.dump().items()}
+            except Exception as exc:  # noqa: BLE001 - diagnostics only
+                states = {"error": str(exc)}
+            report.sections.append((f"keepalived {r.ns} (pid {ka.pid}, restarts {ka.restarts})",
+                                    f"states: {states}\n{tail}"))
+    return report
