@@ -195,6 +195,23 @@ def connect(router: labmod.Router, lab: labmod.Lab) -> Any:
     )
 
 
+def vrrp_xml(router: labmod.Router, family: str, vips: list[str]) -> str:
+    """The ietf-vrrp container of the LAN interface's ``family`` (ipv4 / ipv6) with VRID 1."""
+    addrs = "".join(f"<virtual-{family}-address><{family}-address>{a}</{family}-address>"
+                    f"</virtual-{family}-address>" for a in vips)
+    return f"""
+        <vrrp xmlns="{VRRP}" xmlns:vrrp="{VRRP}">
+          <vrrp-instance>
+            <vrid>{VRID}</vrid>
+            <version>vrrp:vrrp-v3</version>
+            <priority>{PRIORITIES[router.name]}</priority>
+            <accept-mode>true</accept-mode>
+            <advertise-interval-centi-sec>{ADVERT_CENTI}</advertise-interval-centi-sec>
+            <virtual-{family}-addresses>{addrs}</virtual-{family}-addresses>
+          </vrrp-instance>
+        </vrrp>"""
+
+
 def router_config(lab: labmod.Lab, router: labmod.Router, enabled: bool = True) -> str:
     v4, v4len = router.lan_ipv4.split("/")
     v6, v6len = router.lan_ipv6.split("/")
@@ -207,34 +224,11 @@ def router_config(lab: labmod.Lab, router: labmod.Router, enabled: bool = True) 
       <enabled>{str(enabled).lower()}</enabled>
       <ipv4 xmlns="{IP}">
         <address><ip>{v4}</ip><prefix-length>{v4len}</prefix-length></address>
-        <vrrp xmlns="{VRRP}" xmlns:vrrp="{VRRP}">
-          <vrrp-instance>
-            <vrid>{VRID}</vrid>
-            <version>vrrp:vrrp-v3</version>
-            <priority>{PRIORITIES[router.name]}</priority>
-            <accept-mode>true</accept-mode>
-            <advertise-interval-centi-sec>{ADVERT_CENTI}</advertise-interval-centi-sec>
-            <virtual-ipv4-addresses>
-              <virtual-ipv4-address><ipv4-address>{lab.vip}</ipv4-address></virtual-ipv4-address>
-            </virtual-ipv4-addresses>
-          </vrrp-instance>
-        </vrrp>
+        {vrrp_xml(router, "ipv4", [lab.vip])}
       </ipv4>
       <ipv6 xmlns="{IP}">
         <address><ip>{v6}</ip><prefix-length>{v6len}</prefix-length></address>
-        <vrrp xmlns="{VRRP}" xmlns:vrrp="{VRRP}">
-          <vrrp-instance>
-            <vrid>{VRID}</vrid>
-            <version>vrrp:vrrp-v3</version>
-            <priority>{PRIORITIES[router.name]}</priority>
-            <accept-mode>true</accept-mode>
-            <advertise-interval-centi-sec>{ADVERT_CENTI}</advertise-interval-centi-sec>
-            <virtual-ipv6-addresses>
-              <virtual-ipv6-address><ipv6-address>{lab.vip6}</ipv6-address></virtual-ipv6-address>
-              <virtual-ipv6-address><ipv6-address>{lab.vip6_global}</ipv6-address></virtual-ipv6-address>
-            </virtual-ipv6-addresses>
-          </vrrp-instance>
-        </vrrp>
+        {vrrp_xml(router, "ipv6", [lab.vip6, lab.vip6_global])}
       </ipv6>
     </interface>
   </interfaces>
