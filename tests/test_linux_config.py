@@ -162,6 +162,38 @@ def test_interface_items_reach_kernel(env):
     assert "2001:db8::1/64" in env.addrs("eth0", "inet6")
 
 
+def _permanent_neighbors(env: Env, dev: str = "eth0") -> list[str]:
+    return sorted(n["dst"] for n in env.lab.ip_json(env.ns, "neigh", "show", "dev", dev)
+                  if "PERMANENT" in n.get("state", []))
+
+
+def test_neighbor_removal_reaches_kernel(env, caplog):
+    nb4 = ("<neighbor><ip>192.0.2.9</ip><link-layer-address>02:00:00:00:00:09"
+           "</link-layer-address></neighbor>")
+    nb6 = ("<neighbor><ip>2001:db8::9</ip><link-layer-address>02:00:00:00:00:0a"
+           "</link-layer-address></neighbor>")
+    r = env.edit(ifs(eth("eth0", v4(addr("192.0.2.1", 24) + nb4) + v6(nb6))))
+    assert ok(r), errors(r)
+    assert _permanent_neighbors(env) == ["192.0.2.9", "2001:db8::9"]
+    # an unrelated edit of the interface leaves its neighbours alone (nothing re-added)
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert ok(env.edit(ifs(eth("eth0", "<description>x</description>"))))
+    assert not [m for m in caplog.messages if "neighbor" in m], caplog.messages
+    dele = f'xmlns:nc="{NS["nc"]}" nc:operation="delete"'
+    r = env.edit(ifs(eth("eth0", v4(f"<neighbor {dele}><ip>192.0.2.9</ip></neighbor>"))))
+    assert ok(r), errors(r)
+    assert _permanent_neighbors(env) == ["2001:db8::9"]
+    r = env.edit(ifs(eth("eth0", v6(f"<neighbor {dele}><ip>2001:db8::9</ip></neighbor>"))))
+    assert ok(r), errors(r)
+    assert _permanent_neighbors(env) == []
+    # and deleting the whole interface configuration removes the configured ones
+    assert ok(env.edit(ifs(eth("eth0", v4(nb4) + v6(nb6)))))
+    assert _permanent_neighbors(env) == ["192.0.2.9", "2001:db8::9"]
+    assert ok(env.edit(ifs(f"<interface {dele}><name>eth0</name></interface>")))
+    assert _permanent_neighbors(env) == []
+
+
 def test_deleting_config_restores_defaults_and_keeps_link(env):
     before = env.kernel()
     r = env.edit(ifs(eth("eth0", "<description>x</description>"

@@ -81,7 +81,9 @@ class Kernel:
                 a = R.parse_addr(m)
                 if a.index == index:  # (filtered by the kernel already)
                     addrs.setdefault(index, set()).add((a.family, a.ip, a.prefixlen))
-            for m in sock.dump(N.RTM_GETNEIGH, N.ndmsg(0, index)):
+            # the interface goes in NDA_IFINDEX: a strict-checking socket filters on the
+            # attribute, and answers nothing for an index in the header
+            for m in sock.dump(N.RTM_GETNEIGH, N.ndmsg(0, 0) + N.attr_u32(N.NDA_IFINDEX, index)):
                 n = R.parse_neigh(m)
                 if n is not None and n.index == index:
                     neighs.setdefault(index, {})[(n.family, n.ip)] = n
