@@ -15,6 +15,7 @@ from nslab import Lab
 from vrrplab import VrrpLab, iface_xml, inst, keepalived_reloads, wait
 
 from agent.backends.vrrp import model, render, validate
+from agent.backends.vrrp.keepalived import KeepalivedRefused
 from agent.backends.vrrp.names import vmac_ifname
 
 NC = NS["nc"]
@@ -208,6 +209,10 @@ REFUSALS = [
      "vrrp-instance[vrrp:vrid='11']/vrrp:virtual-ipv4-addresses", "already used"),
     ([inst(12, vips=[f"192.0.2.{100 + i}" for i in range(17)])], [], "",
      "virtual-ipv4-address", ""),
+    # a link-local virtual address twice on one link
+    ([], [inst(13, vips=["fe80::13"], family=6), inst(14, vips=["fe80::13"], family=6)],
+     "invalid-value", "vrrp-instance[vrrp:vrid='14']/vrrp:virtual-ipv6-addresses",
+     "fe80::13 is already used by VRRP instance 13 on eth0"),
 ]
 
 
@@ -225,6 +230,114 @@ def test_validation_refusals(lab, v4, v6, tag, path, msg):
     assert etree.tostring(r.server.datastores["running"].tree) == before
     assert r.ka.conf_path.read_text() == conf
     assert not [x for x in ("vr40a", "vr40b", "vr40c") if lab.lab.link(r.ns, x + ".eth0")]
+
+
+OWNER = "VRRP instance {} on eth0 owns {} (an address of eth0): "
+OWNER_REFUSALS = [
+    # (instances4, instances6, error-path tail, message): 192.0.2.1 and 2001:db8::1 are
+    # eth0's own addresses, so each instance is the owner (priority 255)
+    ([inst(50, preempt=False, vips=["192.0.2.50", "192.0.2.1"])], [],
+     "vrrp-instance[vrrp:vrid='50']/vrrp:preempt/vrrp:enabled",
+     OWNER.format(50, "192.0.2.1") + "an owner always preempts; preempt enabled must be true"),
+    ([inst(51, hold=5, vips=["192.0.2.1"])], [],
+     "vrrp-instance[vrrp:vrid='51']/vrrp:preempt/vrrp:hold-time",
+     OWNER.format(51, "192.0.2.1") + "an owner always preempts at once; preempt hold-time "
+     "must be 0"),
+    ([inst(52, track_if=[("eth1", 10)], vips=["192.0.2.1"])], [],
+     "vrrp-instance[vrrp:vrid='52']/vrrp:track/vrrp:interfaces",
+     OWNER.format(52, "192.0.2.1") + "an owner's priority is always 255, tracking cannot "
+     "lower it; remove the tracked interfaces (eth1)"),
+    ([inst(53, track_net=[("198.51.100.0/24", 10)], vips=["192.0.2.1"])], [],
+     "vrrp-instance[vrrp:vrid='53']/vrrp:track/vrrp:networks",
+     OWNER.format(53, "192.0.2.1") + "an owner's priority is always 255, tracking cannot "
+     "lower it; remove the tracked networks (198.51.100.0/24)"),
+    ([], [inst(54, hold=3, vips=["fe80::54", "2001:db8::1"], family=6)],
+     "vrrp-instance[vrrp:vrid='54']/vrrp:preempt/vrrp:hold-time",
+     OWNER.format(54, "2001:db8::1") + "an owner always preempts at once"),
+]
+
+
+def two_ifaces(a: str, b: str) -> str:
+    """Two ``iface_xml`` interfaces under one ``interfaces`` element."""
+    return a[:a.rindex("</interfaces>")] + b[b.index("<interface>"):]
+
+
+def owner_cfg(r, v4: list[str], v6: list[str]) -> dict:
+    """The model of eth0 (r's addresses) holding ``v4`` / ``v6`` instances."""
+    x = iface_xml("eth0", [r.v4], v4, v6=[r.v6], instances6=v6)
+    return model.read(etree.fromstring(f'<data xmlns="{NC}">{x}</data>')).instances
+
+
+@pytest.mark.parametrize("v4,v6,path,msg", OWNER_REFUSALS)
+def test_owner_refusals(lab, v4, v6, path, msg):
+    """What keepalived -t refuses of an owner is refused by validation, in plain words,
+    at the offending leaf (nothing applied)."""
+    r = lab.routers[0]
+    r.edit_ok(iface_xml("eth0", [r.v4], [inst(40, vips=["192.0.2.40"])]),
+              default_operation="replace")
+    before = etree.tostring(r.server.datastores["running"].tree)
+    conf = r.ka.conf_path.read_text()
+    reply = r.edit(two_ifaces(iface_xml("eth0", [r.v4], v4, v6=[r.v6], instances6=v6),
+                              iface_xml("eth1")))  # eth1: a trackable interface
+    got = [(e.findtext(f"{{{NC}}}error-type"), t, p, m)
+           for e, (t, p, m) in zip(reply.iter(f"{{{NC}}}rpc-error"), errors(reply),
+                                   strict=True)]
+    assert [(ty, t) for ty, t, _, _ in got] == [("application", "invalid-value")], got
+    assert got[0][2].endswith(path) and msg in got[0][3], got
+    assert "keepalived" not in got[0][3]
+    assert etree.tostring(r.server.datastores["running"].tree) == before
+    assert r.ka.conf_path.read_text() == conf
+    # keepalived -t refuses the same instance (what validation spares it)
+    text = render.render(owner_cfg(r, v4, v6), {"eth0": "192.0.2.1"}, r.ka.fifo_path,
+                         r.ka.track_dir)
+    with pytest.raises(KeepalivedRefused):
+        r.ka.check(text)
+
+
+def test_owner_accepted_and_address_change_making_an_owner(lab):
+    """A plain owner (preempt, no hold-time, no tracking) is accepted by validation and by
+    keepalived -t; a new interface address making an instance with a hold-time an owner
+    is refused at that hold-time."""
+    r = lab.routers[0]
+    owner = [inst(55, hold=0, vips=["192.0.2.1"]), inst(56, hold=4, vips=["192.0.2.56"])]
+    assert validate.check(model.read(etree.fromstring(
+        f'<data xmlns="{NC}">{iface_xml("eth0", [r.v4], owner)}</data>')),
+        {"eth0": "192.0.2.1"}, lambda e: ("", {})) == []
+    r.edit_ok(iface_xml("eth0", [r.v4], owner), default_operation="replace")
+    wait(lambda: r.state(4, 55) == "MASTER", what="owner master")
+    before = etree.tostring(r.server.datastores["running"].tree)
+    reply = r.edit(iface_xml("eth0", [r.v4, "192.0.2.56/24"]))
+    errs = errors(reply)
+    assert len(errs) == 1 and errs[0][0] == "invalid-value", errs
+    assert errs[0][1].endswith("vrrp-instance[vrrp:vrid='56']/vrrp:preempt/vrrp:hold-time")
+    assert errs[0][2].startswith(OWNER.format(56, "192.0.2.56")), errs
+    assert etree.tostring(r.server.datastores["running"].tree) == before
+    assert lab.lab.addresses(r.ns, "eth0") == [r.v4]
+
+
+def test_link_local_vip_per_link(lab):
+    """fe80::1 on two interfaces is two addresses (accepted, keepalived -t too); a global
+    virtual address on two interfaces is refused."""
+    r = lab.routers[0]
+    ll = two_ifaces(iface_xml("eth0", [r.v4], v6=[r.v6], instances6=[
+        inst(1, vips=["fe80::1", "2001:db8::61"], family=6)]), iface_xml(
+        "eth1", instances6=[inst(1, vips=["fe80::1"], family=6)]))
+    try:
+        r.edit_ok(ll, default_operation="replace")
+        text = r.ka.conf_path.read_text()
+        assert "VI_eth0_6_1" in text and "VI_eth1_6_1" in text
+        assert lab.lab.link(r.ns, vmac_ifname("eth1", 6, 1)) is not None
+        r.ka.check(text)  # keepalived -t accepts both
+        dup = iface_xml("eth1", instances6=[
+            inst(1, vips=["fe80::1", "2001:db8::61"], family=6)])
+        errs = errors(r.edit(dup))
+        assert [(t, m) for t, _, m in errs] == [
+            ("invalid-value", "VRRP instance 1 (IPv6) on eth1: virtual address 2001:db8::61 "
+             "is already used by VRRP instance 1 on eth0")], errs
+        assert errs[0][1].endswith("vrrp:virtual-ipv6-addresses")
+    finally:
+        r.edit_ok(iface_xml("eth0", [r.v4], [inst(40, vips=["192.0.2.40"])]),
+                  default_operation="replace")
 
 
 def test_keepalived_t_guards_the_rendered_file(lab, monkeypatch):

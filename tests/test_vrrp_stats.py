@@ -203,12 +203,34 @@ def test_classify_order():
         src, dst = ("10.0.0.9", "224.0.0.18") if fam == 4 else ("fe80::9", "ff02::12")
         return classify("lan0", IpPacket(fam, src, dst, ttl, payload), idx)
 
-    # TTL is checked first, then version, VRID, length, checksum, type
+    # RFC 5798 §7.1: TTL, version, complete packet, checksum, VRID, then the instance's
+    # checks (its version, type, interval, addresses). Each packet below fails two
+    # checks: the earlier one must win.
     assert verdict(v2(checksum=1), ttl=1).error == "ip-ttl-error"
     assert verdict(v2(version=1, checksum=1)).error == "version-error"
-    assert verdict(v2(vrid=99, checksum=1)).error == "vrid-error"
-    assert verdict(v2(count=9, checksum=1)).error == "packet-length-error"
+    assert verdict(v2(version=1, count=9)).error == "version-error"
+    # length before checksum (a truncated packet is not checksummed) ...
+    v = verdict(v2(count=9, checksum=1))
+    assert (v.error, v.key) == ("packet-length-error", ("lan0", 4, 20))
+    # ... and before the instance's version: a VRRPv3 packet cut short for v2 instance 20
+    v = verdict(v2(version=3)[:6])
+    assert (v.error, v.key) == ("packet-length-error", ("lan0", 4, 20))
+    # checksum before VRID: a corrupt packet for an unknown VRID is a checksum error
+    assert verdict(v2(vrid=99, checksum=1)).error == "checksum-error"
+    assert verdict(v6(vrid=99, checksum=1), fam=6).error == "checksum-error"
+    assert verdict(v6(vrid=20), fam=6).error == "vrid-error"  # 20 is an IPv4 instance
+    # checksum before the instance's version (v3 packet, v2 instance 20)
+    assert verdict(v2(version=3, checksum=1)).error == "checksum-error"
+    v = verdict(v2(version=3, interval_cs=100))
+    assert (v.error, v.key) == ("version-error", ("lan0", 4, 20))
+    # a truncated packet for no configured VRID: no instance to count a length error in
+    assert verdict(v2(vrid=99, count=9)).error == "vrid-error"
+    assert verdict(v2()[:1]).error == "vrid-error"
+    assert verdict(v2(vrid=99)).error == "vrid-error"
     assert verdict(v2(checksum=1)).error == "checksum-error"
+    # VRID (and checksum) before the type
+    assert verdict(v2(vrid=99, vtype=3)).error == "vrid-error"
+    assert verdict(v2(vtype=3, checksum=1)).error == "checksum-error"
     assert verdict(v2(vtype=3)).invalid_type
     v = verdict(v2(priority=0, interval_cs=200))
     assert (v.error, v.priority_zero) == ("interval-error", True)

@@ -174,7 +174,21 @@ class Verdict:
 
 
 def classify(ifname: str, pkt: IpPacket, index: ConfigIndex) -> Verdict:
-    """The RFC 5798 §7.1 receive checks, in order, against the configured instances."""
+    """The RFC 5798 §7.1 receive checks, in its order, against the configured instances.
+
+    1. IPv4 TTL / IPv6 hop limit 255 (``ip-ttl-error``);
+    2. version: 2 or 3, 3 only over IPv6 (``version-error``);
+    3. the complete packet: fixed fields and every address the count announces, plus the
+       VRRPv2 authentication data (``packet-length-error``);
+    4. the checksum, computed the way the packet's version computes it (``checksum-error``);
+    5. the VRID configured on the receiving interface for this family (``vrid-error``);
+    6. then the instance's own checks: its version, the message type, the interval and
+       the address list.
+
+    RFC 8347 counts ``packet-length-errors`` per virtual router only: a truncated packet
+    is counted against the instance its VRID names, and as a ``vrid-error`` when it names
+    none configured on the interface (or is too short to name one) — a packet then not
+    valid for any virtual router of this router, the only global counter that fits."""
     p = pkt.payload
     if pkt.ttl != 255:
         return Verdict(error="ip-ttl-error")
@@ -183,21 +197,21 @@ def classify(ifname: str, pkt: IpPacket, index: ConfigIndex) -> Verdict:
     version, vtype = p[0] >> 4, p[0] & 0x0F
     if version not in (2, 3) or (pkt.family == 6 and version != 3):
         return Verdict(error="version-error")
-    if len(p) < 2:
-        return Verdict(error="version-error")
-    inst = index.get(ifname, pkt.family, p[1])
-    if inst is None:
-        return Verdict(error="vrid-error")
-    if inst.version != version:
-        return Verdict(error="version-error", key=inst.key)
+    inst = index.get(ifname, pkt.family, p[1]) if len(p) >= 2 else None
     alen = 4 if pkt.family == 4 else 16
     count = p[3] if len(p) >= 4 else 0
     need = 8 + count * alen + (8 if version == 2 else 0)
     if len(p) < 8 or len(p) < need:
+        if inst is None:
+            return Verdict(error="vrid-error")
         return Verdict(error="packet-length-error", key=inst.key)
     if vrrp_checksum(version, pkt.family, pkt.src, pkt.dst, p[:6] + b"\0\0" + p[8:]) != \
             struct.unpack_from("!H", p, 6)[0]:
         return Verdict(error="checksum-error")
+    if inst is None:
+        return Verdict(error="vrid-error")
+    if inst.version != version:
+        return Verdict(error="version-error", key=inst.key)
     if vtype != VRRP_TYPE_ADVERTISEMENT:
         return Verdict(key=inst.key, invalid_type=True)
     priority = p[2]

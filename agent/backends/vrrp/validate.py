@@ -43,7 +43,7 @@ def check(cfg: VrrpConfig, src4: Mapping[str, str | None], path: PathFn) -> list
         p, ns = path(node) if node is not None else (None, {})
         errors.append(RpcError(tag, msg, path=p, path_ns=ns, app_tag=app_tag))
 
-    vip_owner: dict[str, VrrpInstance] = {}
+    vip_owner: dict[tuple[str, str], VrrpInstance] = {}
     vmac_owner: dict[str, VrrpInstance] = {}
     for key in sorted(cfg.instances):
         inst = cfg.instances[key]
@@ -72,11 +72,16 @@ def check(cfg: VrrpConfig, src4: Mapping[str, str | None], path: PathFn) -> list
             if a.is_multicast or a.is_unspecified or a.is_loopback or (
                     a.version == 4 and a == ipaddress.IPv4Address("255.255.255.255")):
                 err(inst, f"{what}: {v} cannot be a virtual address", vips_node)
-            other = vip_owner.get(v)
+            # An IPv6 link-local address is one per link (it is scoped by its zone, the
+            # interface): fe80::1 on two interfaces are two addresses. A global one, and
+            # an IPv4 one (169.254/16 has no zone: two interfaces holding it is ambiguous
+            # to the kernel's routing), is one per router.
+            vkey = (inst.ifname if a.version == 6 and a.is_link_local else "", v)
+            other = vip_owner.get(vkey)
             if other is not None and other.key != inst.key:
                 err(inst, f"{what}: virtual address {v} is already used by VRRP instance "
                     f"{other.vrid} on {other.ifname}", vips_node)
-            vip_owner.setdefault(v, inst)
+            vip_owner.setdefault(vkey, inst)
         name = vmac_ifname(*inst.key)
         if name in vmac_owner:
             o = vmac_owner[name]
@@ -89,4 +94,36 @@ def check(cfg: VrrpConfig, src4: Mapping[str, str | None], path: PathFn) -> list
         for t, _ in inst.track_interfaces:
             if t == name:
                 err(inst, f"{what}: cannot track its own virtual-MAC interface", "track")
+        if inst.is_owner:
+            _owner(inst, cfg, err)
     return errors
+
+
+def _owner(inst: VrrpInstance, cfg: VrrpConfig, err: Callable[..., None]) -> None:
+    """An address owner (a virtual address is one of the interface's own, RFC 5798 §1.2)
+    runs at priority 255: keepalived starts it as master at once, always preempting.
+
+    keepalived 2.2.7 ``-t`` exits 5 on each of these (measured on the rendered file):
+    ``nopreempt is incompatible with priority 255``, ``preempt delay will not work with
+    initial state MASTER`` and ``ignoring <if> tracked interface`` / ``ignoring tracked
+    file`` ``due to address owner``. Tracking is refused, not merely warned about: beside
+    ``-t`` refusing it, it cannot work, an owner's priority being 255 whatever fails
+    (RFC 5798 §5.2.4), so the decrement would be silently dropped."""
+    ic = cfg.interfaces.get(inst.ifname)
+    own = {str(ipaddress.ip_interface(a).ip)
+           for a in ((ic.ipv4 if inst.family == 4 else ic.ipv6) if ic else [])}
+    addr = next((v for v in inst.vips if v in own), inst.vips[0] if inst.vips else "?")
+    what = f"VRRP instance {inst.vrid} on {inst.ifname} owns {addr} (an address of " \
+        f"{inst.ifname})"
+    if not inst.preempt:
+        err(inst, f"{what}: an owner always preempts; preempt enabled must be true",
+            "preempt", "enabled")
+    if inst.hold_time:
+        err(inst, f"{what}: an owner always preempts at once; preempt hold-time must be 0",
+            "preempt", "hold-time")
+    for node, items in (("interfaces", inst.track_interfaces),
+                        ("networks", inst.track_networks)):
+        if items:
+            names = ", ".join(n for n, _ in items)
+            err(inst, f"{what}: an owner's priority is always 255, tracking cannot lower "
+                f"it; remove the tracked {node} ({names})", "track", node)
