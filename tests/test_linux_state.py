@@ -32,7 +32,11 @@ IF = "urn:ietf:params:xml:ns:yang:ietf-interfaces"
 IP = "urn:ietf:params:xml:ns:yang:ietf-ip"
 IANAIFT = "urn:ietf:params:xml:ns:yang:iana-if-type"
 MV = "urn:netconf-vrrp-agent:yang:macvlan"
-NS = {"if": IF, "ip": IP, "nc": NC, "mv": MV}
+NMDA = "urn:ietf:params:xml:ns:yang:ietf-netconf-nmda"
+DS = "urn:ietf:params:xml:ns:yang:ietf-datastores"
+OR = "urn:ietf:params:xml:ns:yang:ietf-origin"
+ORIGIN = f"{{{OR}}}origin"
+NS = {"if": IF, "ip": IP, "nc": NC, "mv": MV, "nmda": NMDA}
 
 
 # ---- lab and server ---------------------------------------------------------------------------
@@ -292,6 +296,94 @@ def test_xpath_filter_on_state(lab, nc):
     assert {"eth0", "mv0", "lo"} <= set(texts(data, "if:interfaces/if:interface/if:name"))
 
 
+def _count_kernel_reads(client, monkeypatch) -> list:
+    """Record the state reader's kernel requests: whole dumps by name, per-link reads as
+    ``("link", name)`` (a per-link address/neighbour dump is not recorded)."""
+    calls: list = []
+    reader = client.state.reader
+
+    def spy(meth: str):  # noqa: ANN202
+        real = getattr(reader, meth)
+
+        def call(*args):  # noqa: ANN002, ANN202
+            if meth == "get_link":
+                calls.append(("link", args[0]))
+            elif not args or not args[0]:  # no ifindex: every link
+                calls.append(meth)
+            return real(*args)
+
+        monkeypatch.setattr(reader, meth, call)
+
+    for meth in ("dump_links", "dump_stats", "dump_addrs", "dump_neighs", "get_link"):
+        spy(meth)
+    return calls
+
+
+XPATH_ONE = [
+    # select, tree, the links it may read (and the entries it selects)
+    ("/if:interfaces/if:interface[if:name='mv0']", "interfaces", {"mv0"}),
+    ("/if:interfaces/if:interface[name='mv0']/if:oper-status", "interfaces", {"mv0"}),
+    ("/if:interfaces-state/if:interface[if:name='mv0']", "interfaces-state", {"mv0"}),
+    ("/if:interfaces/if:interface[if:name='mv0' or if:name='eth0']/if:if-index",
+     "interfaces", {"mv0", "eth0"}),
+    ("/if:interfaces/if:interface[if:name='mv0']/if:higher-layer-if | "
+     "/if:interfaces/if:interface[if:name='eth0'][if:oper-status='up']/if:if-index",
+     "interfaces", {"mv0", "eth0"}),
+]
+
+
+@pytest.mark.parametrize(("select", "tree", "links"), XPATH_ONE)
+def test_xpath_filter_reads_only_the_named_interfaces(lab, nc, monkeypatch, select, tree, links):
+    """An XPath filter naming its interfaces reads those links only (no dump of every link,
+    nor of every address or neighbour), and selects what it would from a whole read."""
+    from agent.datastore.filters import xpath_filter
+
+    whole = xpath_filter(get(nc), select, {"if": IF}, nc.server.retriever.keys_of)
+    expected = sorted(texts(whole, f"if:{tree}/if:interface/if:name"))
+    assert expected and set(expected) <= links
+    calls = _count_kernel_reads(nc, monkeypatch)
+    data = get(nc, select, "xpath")
+    assert sorted(texts(data, f"if:{tree}/if:interface/if:name")) == expected
+    assert [c for c in calls if not isinstance(c, tuple)] == []
+    assert {c[1] for c in calls if isinstance(c, tuple)} == links
+    other = "interfaces-state" if tree == "interfaces" else "interfaces"
+    assert data.find(f"{{{IF}}}{other}") is None
+
+
+def test_xpath_filter_values_match_a_whole_read(lab, nc):
+    """What a bounded XPath read returns equals the same entry in a whole read."""
+    select = ("/if:interfaces/if:interface[if:name='mv0' or if:name='eth0']")
+    whole = get(nc)
+    data = get(nc, select, "xpath")
+    for name in ("mv0", "eth0"):
+        a, b = entry(whole, name), entry(data, name)
+        for leaf in ("if:type", "if:admin-status", "if:oper-status", "if:if-index",
+                     "if:phys-address", "if:higher-layer-if", "if:lower-layer-if",
+                     "ip:ipv4/ip:address/ip:ip", "ip:ipv6/ip:address/ip:ip",
+                     "mv:macvlan/mv:lower-interface"):
+            assert texts(a, leaf) == texts(b, leaf), (name, leaf)
+
+
+def test_xpath_filter_that_names_no_interface_reads_all(lab, nc, monkeypatch):
+    calls = _count_kernel_reads(nc, monkeypatch)
+    data = get(nc, "/if:interfaces/if:interface[if:oper-status='up']/if:name", "xpath")
+    assert {"eth0", "mv0"} <= set(texts(data, "if:interfaces/if:interface/if:name"))
+    assert "dump_addrs" in calls  # every link's addresses: the filter can't be bounded
+
+
+def test_get_data_xpath_filter_reads_only_the_named_interface(lab, nc, monkeypatch):
+    calls = _count_kernel_reads(nc, monkeypatch)
+    for extra in ("", "<max-depth>2</max-depth>", "<with-origin/>"):
+        calls.clear()
+        r = nc.rpc(f'<get-data xmlns="{NMDA}" xmlns:ds="{DS}"><datastore>ds:operational'
+                   f"</datastore><xpath-filter xmlns:if=\"{IF}\">/if:interfaces/if:interface"
+                   f"[if:name='mv0']</xpath-filter>{extra}</get-data>")
+        data = r.find(f"{{{NMDA}}}data")
+        assert data is not None, etree.tostring(r)
+        assert texts(data, "if:interfaces/if:interface/if:name") == ["mv0"], extra
+        assert calls == [("link", "mv0")], extra
+
+
 # ---- the kernel moves -------------------------------------------------------------------------
 
 
@@ -471,3 +563,191 @@ def test_agent_over_ssh(lab, tmp_path):
     finally:
         sh("ip", "-n", lab.r, "link", "set", "mv0", "up")
         agent.stop()
+
+
+# ---- <operational>: the values in use (RFC 8342 §5.3) -----------------------------------------
+
+
+@pytest.fixture
+def opnc(lab, schema, tmp_path):
+    """A fresh in-process server (empty running, no cached kernel read) on the lab's ``r``."""
+    from inproc import LocalClient
+
+    (tmp_path / "ds").mkdir()
+    (tmp_path / "ctx").mkdir()
+    server = NetconfServer(schema, tmp_path / "ds")
+    st = linux_state.attach(server, BackendContext(state_dir=tmp_path / "ctx", netns=lab.r))
+    client = LocalClient(server)
+    client.state = st
+    try:
+        yield client
+    finally:
+        st.close()
+
+
+def get_data(client, ds: str, params: str = "") -> etree._Element:
+    r = client.rpc(f'<get-data xmlns="{NMDA}" xmlns:ds="{DS}"><datastore>ds:{ds}</datastore>'
+                   f"{params}</get-data>")
+    data = r.find(f"{{{NMDA}}}data")
+    assert data is not None, etree.tostring(r)
+    return data
+
+
+def origin(el: etree._Element) -> str:
+    """The effective or:origin of a node (its own annotation or its nearest ancestor's)."""
+    for e in (el, *el.iterancestors()):
+        v = e.get(ORIGIN)
+        if v is not None:
+            prefix, _, local = v.partition(":")
+            assert e.nsmap[prefix] == OR
+            return local
+    raise AssertionError("no origin")
+
+
+def configure(client, body: str) -> None:
+    reply = client.edit(f'<interfaces xmlns="{IF}" xmlns:ianaift="{IANAIFT}">{body}'
+                        "</interfaces>")
+    assert reply.find(f"{{{NC}}}ok") is not None, etree.tostring(reply)
+
+
+def _veth(lab, name: str) -> None:
+    sh("ip", "-n", lab.r, "link", "del", name, check=False)  # left over by a failed run
+    lab.veth(lab.r, name)
+
+
+def test_operational_shows_values_in_use(lab, opnc):
+    """A leaf both configured and reported shows the kernel's value in <operational> (origin
+    system where it differs from running); configured addresses the kernel lacks (ipv4
+    disabled) are not listed. <get> still shows running's values."""
+    r = lab.r
+    _veth(lab, "op0")
+    try:
+        sh("ip", "-n", r, "-6", "addr", "add", "2001:db8:5::1/64", "dev", "op0", "nodad")
+        lab.run(r, "sysctl", "-qw", "net.ipv6.conf.op0.mtu=1300")  # lowered behind our back
+        sh("ip", "-n", r, "link", "set", "op0", "alias", "set by hand")
+        configure(opnc, (
+            "<interface><name>op0</name><type>ianaift:ethernetCsmacd</type>"
+            f'<description>configured</description><ipv4 xmlns="{IP}"><enabled>false</enabled>'
+            "<address><ip>203.0.113.1</ip><prefix-length>24</prefix-length></address></ipv4>"
+            f'<ipv6 xmlns="{IP}"><mtu>1400</mtu><address><ip>2001:db8:5::1</ip>'
+            "<prefix-length>64</prefix-length></address></ipv6></interface>"
+            "<interface><name>op0p</name><type>ianaift:ethernetCsmacd</type>"
+            "<description>peer</description></interface>"))
+        for params in ("", "<with-origin/>",
+                       f'<subtree-filter><interfaces xmlns="{IF}"><interface><name>op0</name>'
+                       "</interface><interface><name>op0p</name></interface></interfaces>"
+                       "</subtree-filter><with-origin/>"):
+            op = get_data(opnc, "operational", params)
+            e = entry(op, "op0")
+            assert text(e, "ip:ipv6/ip:mtu") == "1300", params
+            assert text(e, "if:description") == "set by hand", params
+            assert texts(e, "ip:ipv4/ip:address/ip:ip") == [], params
+            assert text(e, "ip:ipv4/ip:enabled") == "false", params  # config the kernel
+            assert texts(e, "ip:ipv6/ip:address/ip:ip")[:1] == ["2001:db8:5::1"], params
+            assert text(entry(op, "op0p"), "if:description") == "peer"  # no alias: running's
+            if not params:
+                continue
+            assert origin(e) == "intended"
+            assert origin(e.find("ip:ipv6/ip:mtu", NS)) == "system"
+            assert origin(e.find("if:description", NS)) == "system"
+            assert origin(e.find("if:type", NS)) == "intended"
+            assert origin(e.find("ip:ipv4/ip:enabled", NS)) == "intended"
+            assert origin(e.find("ip:ipv6/ip:address", NS)) == "intended"
+            assert origin(e.find("if:enabled", NS)) == "default"  # up: the default in use
+            assert origin(entry(op, "op0p").find("if:description", NS)) == "intended"
+            ll = e.xpath("ip:ipv6/ip:address[starts-with(ip:ip, 'fe80:')]", namespaces=NS)
+            assert ll and origin(ll[0]) == "system"
+        # the legacy <get> is running merged with state: the configured values
+        e = entry(get(opnc), "op0")
+        assert text(e, "ip:ipv6/ip:mtu") == "1400"
+        assert text(e, "if:description") == "configured"
+        assert texts(e, "ip:ipv4/ip:address/ip:ip") == ["203.0.113.1"]
+        # and running / intended hold the configuration as it is
+        for ds in ("running", "intended"):
+            e = entry(get_data(opnc, ds), "op0")
+            assert text(e, "ip:ipv6/ip:mtu") == "1400"
+            assert texts(e, "ip:ipv4/ip:address/ip:ip") == ["203.0.113.1"]
+    finally:
+        sh("ip", "-n", r, "link", "del", "op0", check=False)
+
+
+def test_deleted_interface_leaves_operational(lab, opnc):
+    """RFC 8343 §3 / RFC 8342 §5.3: a configured interface the system does not have is not
+    in <operational> (only in running and intended)."""
+    r = lab.r
+    _veth(lab, "op1")
+    try:
+        configure(opnc, "<interface><name>op1</name><type>ianaift:ethernetCsmacd</type>"
+                        "</interface>")
+        e = entry(get_data(opnc, "operational", "<with-origin/>"), "op1")
+        assert origin(e) == "intended" and text(e, "if:oper-status") == "up"
+        sh("ip", "-n", r, "link", "del", "op1")
+        one = (f'<subtree-filter><interfaces xmlns="{IF}"><interface><name>op1</name>'
+               "</interface></interfaces></subtree-filter>")
+        xp = (f'<xpath-filter xmlns:if="{IF}">/if:interfaces/if:interface[if:name=\'op1\']'
+              "</xpath-filter>")
+        for params in ("", "<with-origin/>", one, one + "<with-origin/>", xp,
+                       xp + "<max-depth>3</max-depth>"):
+            op = get_data(opnc, "operational", params)
+            assert "op1" not in texts(op, "if:interfaces/if:interface/if:name"), params
+        assert {"lo", "eth0"} <= set(texts(get_data(opnc, "operational"),
+                                           "if:interfaces/if:interface/if:name"))
+        for ds in ("running", "intended"):
+            assert texts(get_data(opnc, ds), "if:interfaces/if:interface/if:name") == ["op1"]
+    finally:
+        sh("ip", "-n", r, "link", "del", "op1", check=False)
+
+
+def test_unconfigured_interface_reports_description_and_enabled(lab, opnc):
+    """The system's configuration of a link nobody configured: description from its alias,
+    enabled from its admin state, origin system; not in the deprecated tree."""
+    r = lab.r
+    _veth(lab, "op2")
+    try:
+        sh("ip", "-n", r, "link", "set", "op2", "alias", "lan <side> & \x01more")
+        sh("ip", "-n", r, "link", "set", "op2", "down")
+        op = get_data(opnc, "operational", "<with-origin/>")
+        e = entry(op, "op2")
+        assert text(e, "if:description") == "lan <side> & \ufffdmore"
+        assert text(e, "if:enabled") == "false"
+        assert text(e, "if:admin-status") == "down"
+        assert origin(e) == "system"
+        assert origin(e.find("if:description", NS)) == "system"
+        assert origin(e.find("if:enabled", NS)) == "system"
+        assert origin(entry(op, "op2p").find("if:enabled", NS)) == "system"  # true, not default
+        assert text(entry(op, "op2p"), "if:enabled") == "true"
+        assert entry(op, "op2p").find(f"{{{IF}}}description") is None  # no alias
+        data = get(opnc)
+        assert text(entry(data, "op2"), "if:enabled") == "false"
+        old = entry(data, "op2", "interfaces-state")
+        assert old.find(f"{{{IF}}}description") is None and old.find(f"{{{IF}}}enabled") is None
+    finally:
+        sh("ip", "-n", r, "link", "del", "op2", check=False)
+
+
+def test_learned_entries_have_origin_learned(lab, opnc):
+    """An address with a lease (ip:origin dhcp) and a dynamic neighbour: or:learned; a
+    permanent address or neighbour nobody configured: or:system."""
+    r = lab.r
+    _veth(lab, "op3")
+    try:
+        sh("ip", "-n", r, "addr", "add", "198.51.100.9/24", "dev", "op3",
+           "valid_lft", "1000", "preferred_lft", "1000")
+        sh("ip", "-n", r, "addr", "add", "198.51.100.10/24", "dev", "op3")
+        sh("ip", "-n", r, "neigh", "replace", "198.51.100.7", "lladdr", "02:00:00:00:00:07",
+           "dev", "op3", "nud", "reachable")
+        sh("ip", "-n", r, "neigh", "replace", "198.51.100.8", "lladdr", "02:00:00:00:00:08",
+           "dev", "op3", "nud", "permanent")
+        e = entry(get_data(opnc, "operational", "<with-origin/>"), "op3")
+
+        def at(path: str) -> etree._Element:
+            found = e.xpath(path, namespaces=NS)
+            assert len(found) == 1, path
+            return found[0]
+
+        assert origin(at("ip:ipv4/ip:address[ip:ip='198.51.100.9']")) == "learned"
+        assert origin(at("ip:ipv4/ip:address[ip:ip='198.51.100.10']")) == "system"
+        assert origin(at("ip:ipv4/ip:neighbor[ip:ip='198.51.100.7']")) == "learned"
+        assert origin(at("ip:ipv4/ip:neighbor[ip:ip='198.51.100.8']")) == "system"
+    finally:
+        sh("ip", "-n", r, "link", "del", "op3", check=False)

@@ -471,7 +471,9 @@ def test_operational_with_system_reported_configuration(server, client):
     eth1, lo = op.findall("if:interfaces/if:interface", NS)
     assert eth1.get(ORIGIN) is None  # inherits intended
     assert lo.get(ORIGIN) == "or:system"
-    assert lo.find("if:enabled", NS).get(ORIGIN) == "or:default"  # system value = default
+    # the system's value, even though it equals the schema default (RFC 8342 §5.3.4:
+    # or:default is for a node without a configured or learned value): inherits or:system
+    assert lo.find("if:enabled", NS).get(ORIGIN) is None
     assert all(e.get(ORIGIN) is None for e in op.iterfind(".//if:oper-status", NS))
     # config-filter false: the state nodes with their ancestors and list keys
     st = get_data(client, "operational", "<config-filter>false</config-filter>"
@@ -482,12 +484,17 @@ def test_operational_with_system_reported_configuration(server, client):
     # origin filters pick configuration by origin, the state stays
     sysd = get_data(client, "operational",
                     f'<origin-filter xmlns:or="{OR}">or:system</origin-filter>')
-    # (lo's enabled has origin default, not system)
     assert _entries(sysd) == {"eth1": ["name", "oper-status"],
-                              "lo": ["name", "type", "oper-status"]}
+                              "lo": ["name", "type", "enabled", "oper-status"]}
     nodef = get_data(client, "operational", "<with-origin/>"
                      f'<negated-origin-filter xmlns:or="{OR}">or:default</negated-origin-filter>')
     assert _entries(nodef) == {"eth1": ["name", "type", "oper-status"],
-                               "lo": ["name", "type", "oper-status"]}
+                               "lo": ["name", "type", "enabled", "oper-status"]}
+    # defaults added by with-defaults are or:default, in a system entry too
+    alld = get_data(client, "operational", "<with-origin/><with-defaults>report-all"
+                    "</with-defaults>")
+    eth1, lo = alld.findall("if:interfaces/if:interface", NS)
+    assert eth1.find("if:enabled", NS).get(ORIGIN) == "or:default"
+    assert lo.find("if:enabled", NS).get(ORIGIN) is None  # reported: stays system
     # the conventional datastores never hold what the system reports
     assert names(get_data(client, "running")) == ["eth1"]

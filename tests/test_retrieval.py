@@ -770,3 +770,93 @@ def test_with_defaults_applies_to_state_data(raw):
     tagged = stats("report-all-tagged")
     assert tagged["out-notifications"].get(WD_DEFAULT) == "true"
     assert tagged["in-sessions"].get(WD_DEFAULT) is None
+
+
+# ---- which state a filter needs (unit) ------------------------------------------------------
+
+_IFS, _IFS_STATE = f"{{{IF}}}interfaces", f"{{{IF}}}interfaces-state"
+_PREFIXES = {"if": IF, "ip": IP, "ncm": NCM, "ietf-interfaces": IF}
+
+
+@pytest.mark.parametrize(("select", "expected"), [
+    # the forms that bound the selection
+    ("/if:interfaces/if:interface[if:name='m500']", {_IFS: {"m500"}}),
+    ("/if:interfaces/if:interface[name='m500']", {_IFS: {"m500"}}),
+    ('/if:interfaces-state/if:interface[if:name="m500"]/if:oper-status',
+     {_IFS_STATE: {"m500"}}),
+    ("/ietf-interfaces:interfaces/ietf-interfaces:interface[name = 'a']", {_IFS: {"a"}}),
+    ("/interfaces/interface[name='a']", {"interfaces": {"a"}}),
+    ("/if:interfaces/if:interface[if:name='a' or if:name='b']", {_IFS: {"a", "b"}}),
+    ("/if:interfaces/if:interface['a'=if:name]", {_IFS: {"a"}}),
+    ("/if:interfaces/if:interface[if:name='a'] | /if:interfaces/if:interface[if:name='b']"
+     " | /if:interfaces-state/if:interface[if:name='c']/if:statistics/if:in-octets",
+     {_IFS: {"a", "b"}, _IFS_STATE: {"c"}}),
+    ("/if:interfaces/if:interface[(if:name='a' or if:name='b') and if:enabled='true']",
+     {_IFS: {"a", "b"}}),
+    ("/if:interfaces/if:interface[if:enabled='true' and not(if:description)][if:name='a']",
+     {_IFS: {"a"}}),
+    ("/if:interfaces/if:interface[if:name='a' and if:name='b']", {_IFS: set()}),
+    ("/if:interfaces/if:interface[if:name='a']/ip:ipv4/ip:address[ip:prefix-length>24]/ip:ip",
+     {_IFS: {"a"}}),
+    ("/if:interfaces/if:interface[if:name='a']/*/@foo", {_IFS: {"a"}}),
+    ("/if:interfaces/if:interface[if:name='a']/if:name/text()", {_IFS: {"a"}}),
+    # the whole node, or every entry
+    ("/if:interfaces", {_IFS: None}),
+    ("/if:interfaces/if:interface/if:oper-status", {_IFS: None}),
+    ("/if:interfaces/if:interface[if:oper-status='up']", {_IFS: None}),
+    ("/if:interfaces/if:interface[if:name='a' or if:type='x']", {_IFS: None}),
+    ("/if:interfaces/if:interface[if:name!='a']", {_IFS: None}),
+    ("/if:interfaces/if:interface[not(if:name='a')]", {_IFS: None}),
+    ("/if:interfaces/if:interface[if:name=5]", {_IFS: None}),
+    ("/if:interfaces/if:interface[ip:name='a']/if:name", {_IFS: None}),  # another leaf
+    ("/if:interfaces/if:interface[if:name='a'] | /if:interfaces", {_IFS: None}),
+    ("/if:interfaces/if:interface[if:name='a'] | /interfaces/interface",
+     {_IFS: {"a"}, "interfaces": None}),
+    ("/ncm:netconf-state/ncm:sessions/ncm:session[ncm:session-id=3]/ncm:username",
+     {f"{{{NCM}}}netconf-state": None}),
+    # not provably bounded: read everything
+    ("/", None),
+    ("//if:interface[if:name='a']", None),
+    ("/if:interfaces//if:interface[if:name='a']", None),
+    ("/*/if:interface[if:name='a']", None),
+    ("/if:interfaces/*[if:name='a']", None),
+    ("/if:interfaces[if:interface/if:name='b']/if:interface[if:name='a']", None),
+    ("/if:interfaces/if:interface[1][if:name='a']", None),  # position among all entries
+    ("/if:interfaces/if:interface[if:name='a'][last()]", None),
+    ("/if:interfaces/if:interface[position()=1 and if:name='a']", None),
+    ("/if:interfaces/if:interface[string-length(if:name)]", None),
+    ("/if:interfaces/if:interface[if:name='a']/../if:interface", None),
+    ("/if:interfaces/if:interface[if:name='a']/following-sibling::if:interface", None),
+    ("/if:interfaces/if:interface[if:name='a' and "
+     "/if:interfaces/if:interface[if:name='b']/if:oper-status='up']", None),
+    ("/if:interfaces/if:interface[if:name='a' and ../if:interface/if:name='b']", None),
+    ("/if:interfaces/if:interface[if:name='a' and current()/if:name='a']", None),
+    ("/if:interfaces/if:interface[if:name='a']/if:ipv4[../../if:interface]", None),
+    ("/if:interfaces/if:interface[if:name=/if:interfaces/if:interface[1]/if:name]", None),
+    ("/if:interfaces/if:interface[if:name='a'] | //if:interface", None),
+    ("(/if:interfaces/if:interface[if:name='a'])", None),
+    ("/x:interfaces/x:interface[x:name='a']", None),  # unknown prefix: the filter says so
+    ("/if:interfaces/if:interface[", None),
+    ("count(/if:interfaces/if:interface[if:name='a'])", None),
+])
+def test_xpath_names_wanted(select, expected):
+    """Which interfaces an XPath filter can select, proved from its form; anything else
+    reads every link (``None``)."""
+    from agent.rpc.retrieve import xpath_names_wanted
+
+    assert xpath_names_wanted(select, _PREFIXES) == expected
+
+
+def test_subtree_names_wanted_unites_sibling_filters():
+    from agent.rpc.retrieve import _names_wanted
+
+    def spec(xml: str) -> list:
+        return list(etree.fromstring(f'<filter xmlns:if="{IF}">{xml}</filter>'))
+
+    one = f'<interfaces xmlns="{IF}"><interface><name>%s</name></interface></interfaces>'
+    assert _names_wanted("subtree", spec(one % "a" + one % "b")) == {_IFS: {"a", "b"}}
+    assert _names_wanted("subtree", spec(one % "a" + f'<interfaces xmlns="{IF}"/>')) == \
+        {_IFS: None}
+    assert _names_wanted("subtree", spec(
+        one % "a" + f'<interfaces xmlns="{IF}"><interface><type/></interface></interfaces>'
+    )) == {_IFS: None}

@@ -4,16 +4,21 @@ form of ``<lock>``/``<unlock>``/``<validate>`` targets (ietf-netconf-nmda).
 Datastores: the conventional ``ds:running``, ``ds:candidate`` and ``ds:startup``;
 ``ds:intended`` (read-only, RFC 8342 §5.1.4: running after the configuration
 transformations, and this server has none — no templates, no inactive configuration —
-so it is running's content); and ``ds:operational`` (running — which is what the
-backends apply, so it is also what is in use — merged with the state the providers
-report). ``get-data`` reuses the ``get``/``get-config`` retrieval path (filters,
+so it is running's content); and ``ds:operational`` (RFC 8342 §5.3: the values in use:
+running — which is what the backends apply — merged with what the providers report, the
+reported value winning for a leaf both have, and without the configured list entries a
+provider reports completely but not now, e.g. an interface configured but absent from
+the system). ``get-data`` reuses the ``get``/``get-config`` retrieval path (filters,
 with-defaults) and post-processes its result for ``config-filter``, the origin
 filters, ``with-origin`` and ``max-depth``; ``edit-data`` is ``edit-config``'s code path.
 
 Origin (RFC 8342 §5.3.4, ietf-origin): in ``<operational>`` a configuration node that
-is in ``running`` has origin ``or:intended``; a configuration node the system reports
-without it being configured has ``or:system``, or ``or:default`` when it is a leaf
-holding its schema default. State (``config false``) nodes carry no origin. The
+is in ``running`` with the value in use has origin ``or:intended``; a leaf not configured
+in a configured node that holds its schema default, or one with-defaults added, has
+``or:default``; a list entry the system learned (an ietf-ip address from DHCP, a
+dynamic neighbour) has ``or:learned``; anything else the system reports — not
+configured, or in use with another value than running's — has ``or:system``. State
+(``config false``) nodes carry no origin. The
 annotation is put on every top-level configuration node and on descendants whose
 origin differs from their parent's.
 """
@@ -35,6 +40,7 @@ from agent.protocol.session import RpcContext
 from agent.protocol.xmlparse import parse
 from agent.rpc.config_ops import ConfigOps
 from agent.rpc.params import WITH_DEFAULTS_MODES, check_params
+from agent.rpc.retrieve import ADDED_DEFAULT
 
 if TYPE_CHECKING:
     from agent.server import NetconfServer
@@ -42,6 +48,7 @@ if TYPE_CHECKING:
 NMDA = "urn:ietf:params:xml:ns:yang:ietf-netconf-nmda"
 DS = "urn:ietf:params:xml:ns:yang:ietf-datastores"
 OR = "urn:ietf:params:xml:ns:yang:ietf-origin"
+IP = "urn:ietf:params:xml:ns:yang:ietf-ip"
 ORIGIN = f"{{{OR}}}origin"
 _MARK = "nmda-selected"  # transient, unqualified: data elements carry no attributes
 
@@ -216,16 +223,17 @@ class NmdaOps:
         if not origins and config_filter is None and max_depth is None:
             # nothing to post-process: the retrieval's bytes with NMDA's <data> around them
             out = self.server.retriever.retrieve(
-                source, with_state=operational, filter_elem=filter_elem, wd_mode=wd_mode
+                source, with_state=operational, filter_elem=filter_elem, wd_mode=wd_mode,
+                operational=operational,
             )
             if out.startswith(_NC_DATA):
                 return _NMDA_DATA + out[len(_NC_DATA):]
             return _as_nmda_data(parse(out), False)
-        if need_xpath_marks:
-            data = self._retrieve(source, operational, None, wd_mode)
+        if need_xpath_marks:  # filtered below; the filter still tells what state to read
+            data = self._retrieve(source, operational, None, wd_mode, origins, filter_elem)
             data, selected = self._xpath_marked(data, filter_elem)
         else:
-            data = self._retrieve(source, operational, filter_elem, wd_mode)
+            data = self._retrieve(source, operational, filter_elem, wd_mode, origins)
             selected = None
         data = _as_nmda_data(data, origins)
         if origins:
@@ -348,10 +356,13 @@ class NmdaOps:
     # ------------------------------------------------------------------ retrieval
     def _retrieve(
         self, source: etree._Element, operational: bool,
-        filter_elem: etree._Element | None, wd_mode: str,
+        filter_elem: etree._Element | None, wd_mode: str, origins: bool = False,
+        state_filter: etree._Element | None = None,
     ) -> etree._Element:
         out = self.server.retriever.retrieve(
-            source, with_state=operational, filter_elem=filter_elem, wd_mode=wd_mode
+            source, with_state=operational, filter_elem=filter_elem, wd_mode=wd_mode,
+            operational=operational, state_filter=state_filter,
+            mark_added_defaults=origins and operational,
         )
         return parse(out)
 
@@ -522,7 +533,8 @@ def _origin_value(el: etree._Element) -> str | None:
 
 
 def annotate_origin(data: etree._Element, running: etree._Element, sroot: SchemaNode) -> None:
-    """Put ``or:origin`` annotations on the configuration nodes of an operational tree."""
+    """Put ``or:origin`` annotations on the configuration nodes of an operational tree
+    (and drop the retrieval's :data:`~agent.rpc.retrieve.ADDED_DEFAULT` marks)."""
 
     # the data root declares the prefix (see _as_nmda_data)
     prefix = next((p for p, u in data.nsmap.items() if u == OR and p), "or")
@@ -548,21 +560,48 @@ def annotate_origin(data: etree._Element, running: etree._Element, sroot: Schema
             if cs is None or not cs.config:
                 continue  # state: no origin
             rc = idx.get(_ident(c, cs))
-            if rc is not None:
+            if c.attrib.pop(ADDED_DEFAULT, None) is not None:
+                origin = "default"  # with-defaults put it there: nothing else gives it
+            elif rc is not None and (cs.kind != "leaf" or _same_value(c, rc)):
                 origin = "intended"
             elif cs.kind == "container" and not cs.presence and parent is not None:
                 origin = parent  # no meaning of its own: inherits
-            elif cs.kind == "leaf" and cs.default is not None and \
-                    (c.text or "").strip() == cs.default:
-                origin = "default"
+            elif rc is None and parent == "intended" and cs.kind == "leaf" and \
+                    cs.default is not None and _same_value(c, cs.default):
+                origin = "default"  # not configured in a configured node: its default in use
+            elif cs.kind == "list" and any((x.text or "").strip() in _LEARNED.get(x.tag, ())
+                                           for x in c):
+                origin = "learned"  # e.g. an address from DHCP, a neighbour from ARP/ND
             else:
-                origin = "system"
+                origin = "system"  # reported by the system, or in use with another value
             if origin != parent:
                 c.set(ORIGIN, f"{prefix}:{origin}")
             if len(c):
                 walk(c, rc, cs, origin)
 
     walk(data, running, sroot, None)
+    for el in data.iter():  # state leaves may carry it too
+        if ADDED_DEFAULT in el.attrib:
+            del el.attrib[ADDED_DEFAULT]
+
+
+#: State leaves of a list entry telling it was learned from the network (ietf-ip).
+_LEARNED = {f"{{{IP}}}origin": ("dhcp", "dynamic")}
+
+
+def _same_value(leaf: etree._Element, other: etree._Element | str) -> bool:
+    """Whether a leaf holds the value of another leaf (or of a schema default): the same
+    text, or the same QName (an identityref written with other prefixes)."""
+    a = (leaf.text or "").strip()
+    b = other if isinstance(other, str) else (other.text or "").strip()
+    if a == b:
+        return True
+    if isinstance(other, str) or ":" not in a or ":" not in b:
+        return False
+    pa, _, la = a.partition(":")
+    pb, _, lb = b.partition(":")
+    return la == lb and leaf.nsmap.get(pa) is not None and \
+        leaf.nsmap.get(pa) == other.nsmap.get(pb)
 
 
 def _ident(el: etree._Element, snode: SchemaNode | None) -> tuple:

@@ -9,14 +9,23 @@ from lxml import etree
 
 from agent.datastore import defaults
 from agent.datastore.filters import parse_filter, subtree_filter, xpath_filter
-from agent.datastore.schema import Schema
+from agent.datastore.schema import Schema, SchemaNode
 from agent.datastore.tree import new_root, schema_of
+from agent.datastore.xpath import Token, XPathError, tokenize
 from agent.protocol.namespaces import NC, WD_ATTR
 
 #: A state provider builds one top-level operational subtree. It gets the list-entry
 #: names the request's filter asks for (``None``: all), so that a filtered ``<get>``
 #: of one interface among thousands reads only that one.
 StateProvider = Callable[[set[str] | None], etree._Element | None]
+
+#: Transient attribute on the leaves with-defaults added to an operational tree (so that
+#: origin annotation tells a default in use from a value the system reported).
+ADDED_DEFAULT = "nmda-added-default"
+
+#: Names wanted per top-level node: Clark name, or local name for a filter matching any
+#: namespace → the list-entry names (``None``: every entry).
+NamesWanted = dict[str, set[str] | None]
 
 
 class Retriever:
@@ -26,12 +35,35 @@ class Retriever:
         self.schema = schema
         self.state: dict[str, StateProvider] = {}  # top-level clark -> provider
         self._cache: tuple[etree._Element, bytes] | None = None
-        self._hint: dict[str, set[str]] | None = None
+        self._hint: NamesWanted | None = None
+        self._wanted: set[str] | None = None
+        # top-level clark -> (list paths a provider reports completely, their key tags)
+        self._complete: dict[str, list[tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]]] = {}
+        self._reported: dict[str, set[tuple] | None] = {}  # what those providers last gave
+        self._operational = False
 
-    def add_provider(self, clark: str, provider: StateProvider) -> None:
+    def add_provider(self, clark: str, provider: StateProvider,
+                     complete: tuple[tuple[str, ...], ...] = ()) -> None:
         """Register a state provider for a top-level node. Several providers may serve the
         same node (e.g. interfaces from netlink, VRRP state inside them): their subtrees are
-        merged by list keys, the earlier provider winning for a leaf both give."""
+        merged by list keys, the earlier provider winning for a leaf both give.
+
+        ``complete``: paths (Clark names below ``clark``) of configuration lists whose
+        entries the provider reports exactly as they are in use, for every entry of the
+        nearest enclosing list (or the top node) it reports: in ``<operational>`` a
+        configured entry it does not report is not in use and is left out (RFC 8342
+        §5.3: an interface configured but not present, an address not applied)."""
+        if complete:
+            paths = [(p, self._key_tags(clark, p)) for p in complete]
+            self._complete.setdefault(clark, []).extend(paths)
+            inner = provider
+
+            def provider(names: set[str] | None) -> etree._Element | None:
+                el = inner(names)
+                if self._operational:  # before another provider's state is merged into it
+                    self._reported[clark] = None if el is None else _instances(el, paths)
+                return el
+
         first = self.state.get(clark)
         if first is None:
             self.state[clark] = provider
@@ -45,6 +77,19 @@ class Retriever:
             return a
 
         self.state[clark] = both
+
+    def _key_tags(self, clark: str, path: tuple[str, ...]) -> tuple[tuple[str, ...], ...]:
+        """The key leaves (Clark names) of each node along ``path`` (``()``: not a list)."""
+        node: SchemaNode | None = self.schema.root.children.get(clark)
+        out = []
+        for tag in path:
+            node = node.children.get(tag) if node is not None else None
+            if node is None:
+                raise ValueError(f"no schema node {tag} on the path {path} below {clark}")
+            out.append(tuple(node.keys) if node.kind == "list" else ())
+        if not out or not out[-1]:
+            raise ValueError(f"{path} below {clark} is not a keyed list")
+        return tuple(out)
 
     def keys_of(self, elem: etree._Element) -> list[str]:
         s = schema_of(self.schema, elem)
@@ -66,23 +111,36 @@ class Retriever:
         with_state: bool,
         filter_elem: etree._Element | None,
         wd_mode: str,
+        operational: bool = False,
+        state_filter: etree._Element | None = None,
+        mark_added_defaults: bool = False,
     ) -> bytes:
+        """The ``<data>`` of a reply. ``with_state``: running merged with the providers'
+        state, configured values winning (``<get>``); with ``operational`` too, as
+        ``<operational>`` has it: the values in use win and configured list entries a
+        provider reports completely but not now are left out. ``state_filter``: a filter
+        applied later by the caller, that only tells which interfaces to read.
+        ``mark_added_defaults``: leaves added by report-all get :data:`ADDED_DEFAULT`."""
         kind, spec = parse_filter(filter_elem) if filter_elem is not None else (None, None)
         if not with_state and kind is None and wd_mode == "explicit":
             return self.serialize_config(config)
-        wanted = _top_level_wanted(kind, spec)
-        self._hint = _names_wanted(kind, spec)
         if with_state:
+            self._state_wanted(kind, spec, state_filter)
             tree = copy.deepcopy(config)
-            self._add_state(tree, wanted)
+            self._add_state(tree, operational)
         elif wd_mode in ("report-all", "report-all-tagged", "trim"):
             tree = copy.deepcopy(config)
         else:
             tree = config  # filters never mutate their input
         if wd_mode in ("report-all", "report-all-tagged"):
-            defaults.add_defaults(
+            added = defaults.add_defaults(
                 tree, self.schema, config_only=not with_state, mark=wd_mode == "report-all-tagged"
             )
+            if mark_added_defaults:
+                for el in added:
+                    for leaf in el.iter():
+                        if not len(leaf):
+                            leaf.set(ADDED_DEFAULT, "1")
         elif wd_mode == "trim":
             defaults.trim(tree, self.schema.root)
         if kind == "subtree":
@@ -96,38 +154,107 @@ class Retriever:
             out = _declare_wd(out)
         return etree.tostring(out)
 
+    def _state_wanted(self, kind: str | None, spec, state_filter: etree._Element | None) -> None:
+        """Which top-level nodes (``_wanted``) and entries (``_hint``) the filter needs."""
+        if state_filter is not None:
+            kind, spec = parse_filter(state_filter)
+        if kind == "xpath":
+            select, prefixes = spec
+            self._hint = xpath_names_wanted(select, self._xpath_prefixes(prefixes))
+            self._wanted = None if self._hint is None else set(self._hint)
+        else:
+            self._wanted = _top_level_wanted(kind, spec)
+            self._hint = _names_wanted(kind, spec)
+
     def _xpath_prefixes(self, prefixes: dict[str, str]) -> dict[str, str]:
         res = {m.name: m.namespace for m in self.schema.modules.values()}
         res.update(prefixes)
         return res
 
     def _names_hint(self, clark: str) -> set[str] | None:
+        """The entry names wanted below ``clark`` (by its Clark or its local name)."""
         if self._hint is None:
             return None
-        hint = self._hint.get(clark)
-        return hint if hint is not None else self._hint.get(clark.rpartition("}")[2])
+        found = [self._hint[k] for k in (clark, clark.rpartition("}")[2]) if k in self._hint]
+        if not found or any(h is None for h in found):
+            return None
+        return set().union(*found)
 
-    def _add_state(self, tree: etree._Element, wanted: set[str] | None) -> None:
-        for clark, provider in self.state.items():
-            if wanted is not None and clark not in wanted and "*" not in wanted:
-                continue
-            el = provider(self._names_hint(clark))
-            if el is None:
-                continue
-            existing = tree.find(clark)
-            if existing is None:
-                tree.append(el)
-            else:
-                merge_state(existing, el, self)
+    def _add_state(self, tree: etree._Element, operational: bool = False) -> None:
+        wanted = self._wanted
+        self._operational = operational
+        try:
+            for clark, provider in self.state.items():
+                if wanted is not None and not wanted & {clark, clark.rpartition("}")[2], "*"}:
+                    continue
+                self._reported.pop(clark, None)
+                el = provider(self._names_hint(clark))
+                if el is None:
+                    continue
+                existing = tree.find(clark)
+                if existing is None:
+                    tree.append(el)
+                    existing = el
+                else:
+                    merge_state(existing, el, self, prefer_state=operational)
+                reported = self._reported.pop(clark, None)
+                if operational and reported is not None:
+                    for path, key_tags in self._complete[clark]:
+                        _prune(existing, path, key_tags, reported)
+        finally:
+            self._operational = False
 
 
-def merge_state(cfg: etree._Element, state: etree._Element, r: Retriever) -> None:
-    """Merge an operational subtree into the config subtree of the same node (by list keys)."""
+def _ident(el: etree._Element, keys: tuple[str, ...]) -> tuple:
+    return (el.tag, *((el.findtext(k) or "").strip() for k in keys))
+
+
+def _instances(top: etree._Element,
+               paths: list[tuple[tuple[str, ...], tuple[tuple[str, ...], ...]]]) -> set[tuple]:
+    """Identities (the chain of ``(tag, *keys)`` from ``top``) of every node along
+    ``paths`` in a provider's subtree."""
+    out: set[tuple] = set()
+    for path, key_tags in paths:
+        frontier: list[tuple[etree._Element, tuple]] = [(top, ())]
+        for tag, keys in zip(path, key_tags, strict=True):
+            frontier = [(c, chain + (_ident(c, keys),))
+                        for node, chain in frontier for c in node.iterfind(tag)]
+            out.update(chain for _, chain in frontier)
+    return out
+
+
+def _prune(top: etree._Element, path: tuple[str, ...], key_tags: tuple[tuple[str, ...], ...],
+           reported: set[tuple]) -> None:
+    """Remove the entries along ``path`` that ``reported`` lacks, where it has the entry of
+    the nearest enclosing list (or where that is the top node)."""
+    anchor = max((i + 1 for i, k in enumerate(key_tags[:-1]) if k), default=0)
+    frontier: list[tuple[etree._Element, tuple]] = [(top, ())]
+    for depth, (tag, keys) in enumerate(zip(path, key_tags, strict=True)):
+        last = depth == len(path) - 1
+        nxt = []
+        for node, chain in frontier:
+            if last and chain[:anchor] != () and chain[:anchor] not in reported:
+                continue  # the enclosing entry is not reported: nothing to judge
+            for c in list(node.iterfind(tag)):
+                ch = chain + (_ident(c, keys),)
+                if last and ch not in reported:
+                    node.remove(c)
+                else:
+                    nxt.append((c, ch))
+        frontier = nxt
+
+
+def merge_state(cfg: etree._Element, state: etree._Element, r: Retriever,
+                prefer_state: bool = False) -> None:
+    """Merge an operational subtree into the config subtree of the same node (by list keys).
+    For a leaf (or leaf-list) both have, the configured value stays; with ``prefer_state``
+    the state's replaces it (``<operational>``: the value in use)."""
     index: dict[tuple[str, tuple], etree._Element] = {}
     indexed: set[str] = set()
     # leaves (and leaf-lists) the config has: tags appended below from state don't count,
     # or a state leaf-list would keep only its first entry
     cfg_leaves = {c.tag for c in cfg if isinstance(c.tag, str) and not len(c)}
+    last_of: dict[str, etree._Element] = {}  # prefer_state: where a tag's values go
     for sc in state:
         if not isinstance(sc.tag, str):
             continue
@@ -142,11 +269,22 @@ def merge_state(cfg: etree._Element, state: etree._Element, r: Retriever) -> Non
         elif len(sc):
             match = cfg.find(sc.tag)
         elif sc.tag in cfg_leaves:
-            continue  # the configured value wins for a leaf present in both
+            if not prefer_state:
+                continue  # the configured value wins for a leaf present in both
+            prev = last_of.get(sc.tag)
+            if prev is None:  # the first value of the tag takes the configured ones' place
+                olds = cfg.findall(sc.tag)
+                olds[0].addprevious(sc)
+                for o in olds:
+                    cfg.remove(o)
+            else:
+                prev.addnext(sc)
+            last_of[sc.tag] = sc
+            continue
         if match is None:
             cfg.append(sc)
         else:
-            merge_state(match, sc, r)
+            merge_state(match, sc, r, prefer_state)
 
 
 def _top_level_wanted(kind: str | None, spec) -> set[str] | None:
@@ -162,30 +300,225 @@ def _top_level_wanted(kind: str | None, spec) -> set[str] | None:
     return out
 
 
-def _names_wanted(kind: str | None, spec) -> dict[str, set[str]] | None:
+def _names_wanted(kind: str | None, spec) -> NamesWanted | None:
     """For a subtree filter whose top-level list entries all select by their ``name`` key
-    (``<interfaces><interface><name>eth0</name>…``): top-level clark → those names."""
+    (``<interfaces><interface><name>eth0</name>…``): top-level clark → those names
+    (``None``: the filter wants every entry). Sibling filters for one node are united."""
     if kind != "subtree":
         return None
-    out: dict[str, set[str]] = {}
+    out: NamesWanted = {}
     for top in spec:
         if not isinstance(top.tag, str):
             continue
-        names: set[str] = set()
+        names: set[str] | None = set()
         entries = [e for e in top if isinstance(e.tag, str)]
         if not entries:
-            continue  # whole subtree wanted
+            names = None  # whole subtree wanted
         for entry in entries:
             name = next((c for c in entry if isinstance(c.tag, str)
                          and etree.QName(c).localname == "name" and len(c) == 0
                          and (c.text or "").strip()), None)
             if name is None:
+                names = None
                 break
             names.add(name.text.strip())
-        else:
-            q = etree.QName(top)
-            out[top.tag if q.namespace and q.namespace != NC else q.localname] = names
+        q = etree.QName(top)
+        key = top.tag if q.namespace and q.namespace != NC else q.localname
+        _unite(out, key, names)
     return out
+
+
+def _unite(out: NamesWanted, key: str, names: set[str] | None) -> None:
+    if key not in out:
+        out[key] = names
+    elif out[key] is not None:
+        out[key] = None if names is None else out[key] | names
+
+
+# --------------------------------------------------------------------------- XPath hints
+
+
+class _NotSimple(Exception):
+    """The expression is not one of the forms whose selection can be bounded."""
+
+
+_CMP = frozenset({"=", "!=", "<", "<=", ">", ">="})
+
+
+def xpath_names_wanted(select: str, prefixes: dict[str, str]) -> NamesWanted | None:
+    """Which top-level nodes and list entries an XPath filter can select, when that can be
+    proved from its form; ``None`` otherwise (read everything).
+
+    Proved forms: a union (``|``) of absolute location paths of child steps
+    ``/top/list[p]…/child[p]…`` where a predicate of the list step restricts ``name``
+    to literals (``name='a'``, ``… or name='b'``, ``(…) and …``): the entries of
+    ``list`` named so (a path without one: every entry; a path of the top only: the whole
+    node). Every predicate must be of a small grammar that looks only inside the node
+    it filters and can't be a number: ``and``/``or``/``not()``/parentheses over
+    comparisons and existence tests of relative child paths (no ``..``, no absolute
+    paths, no functions, no positions — those could see other entries or count them)."""
+    try:
+        toks = tokenize(select)
+    except XPathError:
+        return None
+    p = _XPathHint(toks, prefixes)
+    try:
+        out = p.union()
+    except _NotSimple:
+        return None
+    return out
+
+
+class _XPathHint:
+    def __init__(self, toks: list[Token], prefixes: dict[str, str]) -> None:
+        self.toks = toks
+        self.i = 0
+        self.prefixes = prefixes
+
+    # tokens
+    def peek(self, k: int = 0) -> Token | None:
+        j = self.i + k
+        return self.toks[j] if j < len(self.toks) else None
+
+    def at(self, text: str, kind: str | None = None, k: int = 0) -> bool:
+        t = self.peek(k)
+        return t is not None and t.text == text and (kind is None or t.kind == kind)
+
+    def take(self, text: str, kind: str | None = None) -> None:
+        if not self.at(text, kind):
+            raise _NotSimple
+        self.i += 1
+
+    def name(self, wildcard: bool) -> tuple[str | None, str]:
+        """A name test: (namespace or None when unprefixed, local name)."""
+        t = self.peek()
+        if t is None or t.kind != "name" or (not wildcard and t.text.endswith("*")):
+            raise _NotSimple
+        self.i += 1
+        prefix, _, local = t.text.rpartition(":")
+        if not prefix:
+            return None, local
+        ns = self.prefixes.get(prefix)
+        if ns is None:
+            raise _NotSimple  # the filter reports the unknown prefix
+        return ns, local
+
+    # grammar
+    def union(self) -> NamesWanted:
+        out: NamesWanted = {}
+        while True:
+            key, names = self.path()
+            _unite(out, key, names)
+            if self.peek() is None:
+                return out
+            self.take("|", "op")
+
+    def path(self) -> tuple[str, set[str] | None]:
+        self.take("/", "op")
+        ns, local = self.name(wildcard=False)
+        key = local if ns is None else f"{{{ns}}}{local}"
+        if not self.at("/", "op"):
+            return key, None  # the whole top-level node
+        self.take("/", "op")
+        list_ns, _ = self.name(wildcard=False)
+        names: set[str] | None = None
+        while self.at("[", "punct"):
+            got = self.predicate(list_ns)
+            if got is not None:
+                names = got if names is None else names & got
+        while self.at("/", "op"):  # further child steps only narrow the selection
+            self.i += 1
+            if self.at("@", "punct"):
+                self.i += 1
+                self.name(wildcard=True)
+            elif self.peek() is not None and self.peek().kind == "nodetype":
+                if self.peek().text not in ("text", "node"):
+                    raise _NotSimple
+                self.i += 1
+                self.take("(")
+                self.take(")")
+            else:
+                self.name(wildcard=True)
+                while self.at("[", "punct"):
+                    self.predicate(None)
+        return key, names
+
+    def predicate(self, list_ns: str | None) -> set[str] | None:
+        self.take("[", "punct")
+        names = self.or_expr(list_ns)
+        self.take("]", "punct")
+        return names
+
+    def or_expr(self, list_ns: str | None) -> set[str] | None:
+        parts = [self.and_expr(list_ns)]
+        while self.at("or", "op"):
+            self.i += 1
+            parts.append(self.and_expr(list_ns))
+        if len(parts) == 1:
+            return parts[0]
+        return None if any(p is None for p in parts) else set().union(*parts)
+
+    def and_expr(self, list_ns: str | None) -> set[str] | None:
+        names = self.unary(list_ns)
+        while self.at("and", "op"):
+            self.i += 1
+            got = self.unary(list_ns)
+            if got is not None:
+                names = got if names is None else names & got
+        return names
+
+    def unary(self, list_ns: str | None) -> set[str] | None:
+        if self.at("(", "punct"):
+            self.i += 1
+            names = self.or_expr(list_ns)
+            self.take(")", "punct")
+            return names
+        if self.at("not", "func"):
+            self.i += 1
+            self.take("(", "punct")
+            self.or_expr(list_ns)
+            self.take(")", "punct")
+            return None  # a negation restricts nothing
+        left = self.operand()
+        t = self.peek()
+        if t is None or t.kind != "op" or t.text not in _CMP:
+            if left[0] != "path":
+                raise _NotSimple  # a bare number would be a position
+            return None
+        self.i += 1
+        right = self.operand()
+        if t.text != "=":
+            return None
+        for a, b in ((left, right), (right, left)):
+            if a[0] == "path" and b[0] == "lit" and len(a[1]) == 1:
+                ns, local = a[1][0]
+                if local == "name" and (ns is None or list_ns is None or ns == list_ns):
+                    return {b[1]}
+        return None
+
+    def operand(self) -> tuple:
+        t = self.peek()
+        if t is None:
+            raise _NotSimple
+        if t.kind == "lit":
+            self.i += 1
+            return ("lit", t.text[1:-1])
+        if t.kind == "num":
+            self.i += 1
+            return ("num", t.text)
+        steps = []
+        while True:
+            if self.at(".", "punct"):
+                self.i += 1
+                steps.append((None, "."))
+            elif self.at("@", "punct"):
+                self.i += 1
+                steps.append((None, "@" + self.name(wildcard=True)[1]))
+            else:
+                steps.append(self.name(wildcard=True))
+            if not self.at("/", "op"):
+                return ("path", steps)
+            self.i += 1
 
 
 def _declare_wd(out: etree._Element) -> etree._Element:

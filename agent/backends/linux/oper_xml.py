@@ -7,6 +7,8 @@ Mappings (documented choices):
   ``tunnel``; tun → ``propVirtual``; ipvlan → ``l3ipvlan``; Wi-Fi → ``ieee80211``;
   macvlan → ``mv:macvlan``; anything else → ``other``. The prefix is declared on the
   ``type`` element itself, so the value stays resolvable wherever the element is moved.
+- description: the link's alias (IFLA_IFALIAS, where the configuration side puts it);
+  enabled: the IFF_UP flag (both only in ``/interfaces``: configuration as in use).
 - oper-status: IF_OPER_* as is, except IF_OPER_UNKNOWN (drivers that never report a
   state: lo, tun), which is ``up`` when the link is administratively up with carrier.
 - macvlans: in ``/interfaces`` also the project's ``mv:macvlan`` container (lower
@@ -32,6 +34,7 @@ Mappings (documented choices):
 
 from __future__ import annotations
 
+import re
 import socket
 from datetime import UTC, datetime
 
@@ -134,6 +137,15 @@ def _esc(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml_text(text: str) -> str:
+    """Free text from the kernel (an alias: any bytes) as XML character data: characters
+    XML 1.0 cannot carry become U+FFFD."""
+    return _esc(_NOT_XML.sub("\ufffd", text))
+
+
 _TYPE_LEAF = {p: f'<type xmlns:{p}="{ns}">' for p, ns in _PREFIX_NS.items()}
 
 
@@ -159,16 +171,19 @@ class Builder:
         lower_name: str | None = None,
     ) -> tuple[str, str]:
         """One ``<interface>`` entry (default namespace ietf-interfaces, ``ip:`` ietf-ip), as
-        ``(common, nmda)``: the entry is ``common + nmda + "</interface>"`` in
-        ``/interfaces`` and ``common + "</interface>"`` in ``/interfaces-state``; ``nmda``
-        holds what only the NMDA tree has (the macvlan container: its ``lower-interface`` is
-        mandatory there, ``lower_name`` gives it)."""
+        ``(nmda, legacy)``: the entry of ``/interfaces`` and the one of
+        ``/interfaces-state``. Only the NMDA tree has configuration as the system has it
+        (``description`` from the alias, ``enabled`` from the admin state) and the
+        macvlan container (its ``lower-interface`` is mandatory there, ``lower_name``
+        gives it)."""
         name = _esc(ln.name)
         prefix, ident = if_type(ln)
         up = oper_status(ln)
+        admin_up = ln.flags & IFF_UP
+        head = f"<interface><name>{name}</name>"
+        typ = f"{_TYPE_LEAF[prefix]}{prefix}:{ident}</type>"
         out = [
-            f"<interface><name>{name}</name>{_TYPE_LEAF[prefix]}{prefix}:{ident}</type>"
-            f"<admin-status>{'up' if ln.flags & IFF_UP else 'down'}</admin-status>"
+            f"<admin-status>{'up' if admin_up else 'down'}</admin-status>"
             f"<oper-status>{up}</oper-status>"
         ]
         if last_change is not None:
@@ -192,13 +207,17 @@ class Builder:
             v6 = [a for a in addrs if a.family == socket.AF_INET6]
             n6 = [n for n in neighs if n.family == socket.AF_INET6]
             out.append(self._ipv6(ln, up, v6, n6))
-        nmda = ""
+        rest = "".join(out)
+        macvlan = ""
         if ln.kind == "macvlan" and lower_name is not None:
             mode = MACVLAN_MODE_NAMES.get(ln.macvlan_mode)
-            nmda = (f'<macvlan xmlns="{MV}"><lower-interface>{_esc(lower_name)}</lower-interface>'
-                    + (f"<mode>{mode}</mode>" if mode else "")
-                    + (f"<mac-address>{phys}</mac-address>" if phys else "") + "</macvlan>")
-        return "".join(out), nmda
+            macvlan = (f'<macvlan xmlns="{MV}"><lower-interface>{_esc(lower_name)}'
+                       "</lower-interface>" + (f"<mode>{mode}</mode>" if mode else "")
+                       + (f"<mac-address>{phys}</mac-address>" if phys else "") + "</macvlan>")
+        desc = f"<description>{_xml_text(ln.alias)}</description>" if ln.alias else ""
+        enabled = f"<enabled>{'true' if admin_up else 'false'}</enabled>"
+        return (f"{head}{desc}{typ}{enabled}{rest}{macvlan}</interface>",
+                f"{head}{typ}{rest}</interface>")
 
     def _ipv4(self, ln: Link, addrs: list[Addr], neighs: list[Neigh]) -> str:
         out = ["<ip:ipv4>"]

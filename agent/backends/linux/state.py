@@ -38,6 +38,16 @@ log = logging.getLogger("agent.linux.state")
 INTERFACES = f"{{{IF}}}interfaces"
 INTERFACES_STATE = f"{{{IF}}}interfaces-state"
 
+_IFACE = f"{{{IF}}}interface"
+#: The configuration lists of ``/interfaces`` this provider reports exactly as the kernel
+#: has them: in ``<operational>``, a configured interface without a link, an address or
+#: a static neighbour not in the kernel (ipv4 disabled, removed by hand) is not in use.
+COMPLETE = (
+    (_IFACE,),
+    *((_IFACE, f"{{{IP}}}{fam}", f"{{{IP}}}{lst}")
+      for fam in ("ipv4", "ipv6") for lst in ("address", "neighbor")),
+)
+
 
 def _canon_ip(text: str) -> str | None:
     text = text.strip()
@@ -96,12 +106,8 @@ class InterfaceState:
 
     def build(self, top: str, names: set[str] | None) -> etree._Element:
         local = etree.QName(top).localname
-        if top == INTERFACES:
-            body = "".join(f"{common}{nmda}</interface>"
-                           for common, nmda in self.entries(top, names))
-        else:
-            body = "</interface>".join(c for c, _n in self.entries(top, names))
-            body = body + "</interface>" if body else body
+        i = 0 if top == INTERFACES else 1
+        body = "".join(e[i] for e in self.entries(top, names))
         return etree.fromstring(
             f'<{local} xmlns="{IF}" xmlns:ip="{IP}">{body}</{local}>'.encode())
 
@@ -113,7 +119,8 @@ class InterfaceState:
         return self._static
 
     def entries(self, top: str, names: set[str] | None) -> list[tuple[str, str]]:
-        """The ``interface`` entries as XML text (see :meth:`Builder.interface`).
+        """The ``interface`` entries as XML text, ``(nmda, legacy)`` (see
+        :meth:`Builder.interface`).
 
         One ``<get>`` calls the ``interfaces`` and the ``interfaces-state`` providers one
         after the other: a kernel read serves both, once each, if it is less than
@@ -237,7 +244,7 @@ class InterfaceState:
 def attach(server: NetconfServer, ctx: BackendContext) -> InterfaceState:
     """Register the interface state providers and the link-event watcher."""
     state = InterfaceState(ctx.netns, lambda: server.datastores["running"].tree)
-    server.retriever.add_provider(INTERFACES, state.interfaces)
+    server.retriever.add_provider(INTERFACES, state.interfaces, complete=COMPLETE)
     server.retriever.add_provider(INTERFACES_STATE, state.interfaces_state)
     ctx.tasks.append(state.watch)
     ctx.on_stop.append(state.close)
