@@ -8,16 +8,23 @@ indexes of interfaces created in one stage are known to the next. When anything
 fails, everything done so far is undone in reverse order and :class:`ApplyFailed`
 names the failing action and the kernel's error text. Undoing batches too: the
 inverses' netlink requests go out together (a batch ends at one creating a link,
-whose index later ones may need), and links to delete (``del_link`` inverses, e.g.
-of 1,000 macvlans just created) are put in an unused link group deleted by a single
-request (each RTM_DELLINK waits for an RCU grace period, ~18 ms).
+whose index later ones may need), consecutive sysctl writes go to the namespace
+thread together, and links to delete (``del_link`` inverses, e.g. of 1,000 macvlans
+just created) are put in an unused link group deleted by a single request (each
+RTM_DELLINK waits for an RCU grace period, ~18 ms). An inverse's ``stage`` orders the
+undo: lower stages first (link MTUs: the kernel resets the IPv6 MTU, and lowers the
+MTU of stacked links, when a link MTU changes), equal stages in reverse order of the
+actions undone.
+
+:meth:`Executor.repair` is the best-effort run of drift repair: a failing action is
+reported and skipped, the others are executed, nothing is undone.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import groupby
 
@@ -46,7 +53,7 @@ class Names:
 class Action:
     what: str
     path: str
-    stage: int
+    stage: int  # of an inverse: its place in the undo (lower first)
     nl: Callable[[Names], Request] | None = None
     sysctl: tuple[str, str] | None = None  # (key, value)
     undo: list[Action] = field(default_factory=list)
@@ -60,21 +67,29 @@ class Action:
 
 
 class ApplyFailed(Exception):
+    """``action`` failed; ``error`` is the kernel's text alone (the message names the
+    action once: ``sysctl net.ipv6.conf.mv0.mtu=9000: Invalid argument``)."""
+
     def __init__(self, action: Action, error: str) -> None:
         super().__init__(f"{action.what}: {error}")
         self.action = action
         self.error = error
 
 
-def _write_sysctls(items: list[tuple[str, str]]) -> tuple[int, str | None]:
-    """Runs in the namespace thread: write in order, stop at the first failure."""
+def _write_sysctls(items: list[tuple[str, str]], keep_going: bool = False
+                   ) -> list[tuple[int, str]]:
+    """Runs in the namespace thread: write in order; returns the failures (index, error
+    text), stopping at the first one unless ``keep_going``."""
+    failed: list[tuple[int, str]] = []
     for i, (key, value) in enumerate(items):
         try:
             with open(sysctl_path(key), "w") as f:
                 f.write(value)
         except OSError as exc:
-            return i, f"sysctl {key.replace('/', '.')}={value}: {exc.strerror or exc}"
-    return len(items), None
+            failed.append((i, exc.strerror or str(exc)))
+            if not keep_going:
+                break
+    return failed
 
 
 class Executor:
@@ -85,61 +100,81 @@ class Executor:
     def run(self, actions: list[Action], names: Names) -> list[Action]:
         """Execute ``actions`` (sorted by stage); on failure undo and raise ApplyFailed."""
         done: list[Action] = []
-        for _stage, group in groupby(sorted(actions, key=lambda a: a.stage),
-                                     key=lambda a: a.stage):
-            acts = list(group)
-            for is_nl, part in groupby(acts, key=lambda a: a.nl is not None):
-                batch = list(part)
-                failure = (self._netlink(batch, names, done) if is_nl
-                           else self._sysctls(batch, done))
-                if failure is not None:
-                    self.undo(done, names)
-                    raise ApplyFailed(*failure)
+        for batch, is_nl in self._batches(actions):
+            failed = (self._netlink(batch, names, done, False) if is_nl
+                      else self._sysctls(batch, done, False))
+            if failed:
+                self.undo(done, names)
+                raise failed[0]
         return done
 
-    def _netlink(self, batch: list[Action], names: Names,
-                 done: list[Action]) -> tuple[Action, str] | None:
+    def repair(self, actions: list[Action], names: Names
+               ) -> tuple[list[Action], list[ApplyFailed]]:
+        """Execute ``actions`` best effort: (those done, the failures). A failing action
+        is skipped (the kernel's later requests of its batch are still executed), nothing
+        is undone."""
+        done: list[Action] = []
+        failed: list[ApplyFailed] = []
+        for batch, is_nl in self._batches(actions):
+            failed += (self._netlink(batch, names, done, True) if is_nl
+                       else self._sysctls(batch, done, True))
+        return done, failed
+
+    @staticmethod
+    def _batches(actions: list[Action]) -> Iterator[tuple[list[Action], bool]]:
+        """Stage by stage, runs of netlink requests / of sysctl writes: (batch, netlink?)."""
+        for _stage, group in groupby(sorted(actions, key=lambda a: a.stage),
+                                     key=lambda a: a.stage):
+            for is_nl, part in groupby(group, key=lambda a: a.nl is not None):
+                yield list(part), is_nl
+
+    def _netlink(self, batch: list[Action], names: Names, done: list[Action],
+                 keep_going: bool) -> list[ApplyFailed]:
         reqs: list[Request] = []
         sendable: list[Action] = []
-        failure: tuple[Action, str] | None = None
+        failed: list[ApplyFailed] = []
         for a in batch:
             try:
                 reqs.append(a.nl(names))  # type: ignore[misc]
                 sendable.append(a)
             except NetlinkError as exc:
-                failure = failure or (a, exc.text)
-                break
+                failed.append(ApplyFailed(a, exc.text))
+                if not keep_going:
+                    break
         for a, (err, echoed) in zip(sendable, self.sock.batch(reqs), strict=True):
             if err is not None and err.errno not in a.ok_errors:
-                failure = failure or (a, err.text)
+                failed.append(ApplyFailed(a, err.text))
                 continue
             done.append(a)
             if a.creates and echoed:
                 names.map[a.creates] = parse_link(echoed[0]).index
             for name in a.deletes:
                 names.map.pop(name, None)
-        return failure
+        return failed
 
-    def _sysctls(self, batch: list[Action], done: list[Action]) -> tuple[Action, str] | None:
-        items = [a.sysctl for a in batch]
-        n, err = self.ns.call(_write_sysctls, items)
-        done += batch[:n]
-        return None if err is None else (batch[n], err)
+    def _sysctls(self, batch: list[Action], done: list[Action],
+                 keep_going: bool) -> list[ApplyFailed]:
+        failures = self.ns.call(_write_sysctls, [a.sysctl for a in batch], keep_going)
+        bad = {i for i, _err in failures}
+        end = len(batch) if keep_going or not failures else failures[0][0]
+        done += [a for i, a in enumerate(batch[:end]) if i not in bad]
+        return [ApplyFailed(batch[i], err) for i, err in failures]
 
     def undo(self, done: list[Action], names: Names) -> None:
-        """Run the inverses of ``done`` in reverse order (best effort, failures logged)."""
-        steps = [inv for a in reversed(done) for inv in a.undo]
+        """Run the inverses of ``done``: by stage, in reverse order within a stage (best
+        effort, failures logged)."""
+        steps = sorted((inv for a in reversed(done) for inv in a.undo), key=lambda s: s.stage)
         i = 0
         while i < len(steps):
-            inv = steps[i]
-            if inv.nl is None:
-                if inv.sysctl is not None:
-                    _n, err = self.ns.call(_write_sysctls, [inv.sysctl])
-                    if err:
-                        log.error("rollback step %r failed: %s", inv.what, err)
-                i += 1
-                continue
             j = i
+            if steps[i].nl is None:  # a run of sysctl writes: one trip to the namespace
+                while j < len(steps) and steps[j].nl is None:
+                    j += 1
+                run = [s for s in steps[i:j] if s.sysctl is not None]
+                for k, err in self.ns.call(_write_sysctls, [s.sysctl for s in run], True):
+                    log.error("rollback step %r failed: %s", run[k].what, err)
+                i = j
+                continue
             while j < len(steps) and steps[j].nl is not None:
                 j += 1
                 if steps[j - 1].creates:
@@ -196,7 +231,7 @@ class Executor:
         failed: tuple[str, ...] = ()
         for (_req, what, inv, deletes), (err, echoed) in zip(
                 items, self.sock.batch([it[0] for it in items]), strict=True):
-            if err is not None:
+            if err is not None and (inv is None or err.errno not in inv.ok_errors):
                 log.error("rollback step %r failed: %s", what, err.text)
                 if inv is None and len(deletes) > 1:
                     failed += deletes

@@ -9,7 +9,11 @@ macvlans stacked on them and their lowers, and the kernel is asked about those
 links only (drift elsewhere is the drift watcher's business: ``reconcile``);
 ``apply`` executes them, and on the first kernel error undoes everything it did
 and raises ``operation-failed`` naming the node and the kernel's error text.
-``reconcile()`` plans running against the kernel again: drift is restored.
+``reconcile()`` plans running against the kernel again: drift is restored, best
+effort — every action that can be executed is (one difference the kernel refuses to
+restore, e.g. an IPv6 MTU above a link MTU lowered behind the agent's back, does not
+keep the others from being restored); each failure is logged once, as long as it
+keeps failing the same way (:attr:`LinuxConfig.failures`).
 
 Deleting an interface's configuration (RFC 8343: it is then no longer configured)
 deletes a macvlan; a link the agent did not create gets back its values from before
@@ -38,7 +42,7 @@ from agent.backends.linux import intent
 from agent.backends.linux.actions import Action, ApplyFailed, Executor, Names
 from agent.backends.linux.nsthread import NsThread
 from agent.backends.linux.originals import Changes, Originals
-from agent.backends.linux.planner import Kernel, Planner, sysctl_intent
+from agent.backends.linux.planner import Kernel, Planner, read_conf_dirs, sysctl_intent
 from agent.datastore.store import change_hint
 from agent.protocol.errors import RpcError
 
@@ -100,6 +104,8 @@ class LinuxConfig:
         self.before_apply: Callable[[], None] | None = None
         self.running: Callable[[], etree._Element] | None = None
         self._last_warnings: set[str] = set()
+        #: what the last reconcile could not restore: "action: kernel error" → action path
+        self.failures: dict[str, str] = {}
         self._sysctl_cache: tuple[etree._Element | None, dict[str, str]] = (None, {})
 
     def close(self) -> None:
@@ -107,8 +113,9 @@ class LinuxConfig:
         self.qsock.close()
         self.ns.close()
 
-    def _planner(self, kernel: Kernel) -> Planner:
-        return Planner(kernel, self.ns.read_sysctls, self.originals)
+    def _planner(self, kernel: Kernel, undo: bool = True) -> Planner:
+        return Planner(kernel, self.ns.read_sysctls, self.originals,
+                       lambda dirs: self.ns.call(read_conf_dirs, dirs), undo)
 
     # ------------------------------------------------------------ subscriber
     def prepare(self, old: etree._Element, new: etree._Element) -> LinuxPlan | None:
@@ -160,28 +167,34 @@ class LinuxConfig:
 
     # ------------------------------------------------------------ reconcile
     def reconcile(self) -> bool:
-        """Restore what differs from running; True when the kernel now matches."""
+        """Restore what differs from running, best effort; True when the kernel now
+        matches (all planned actions done), False when something could not be restored
+        (:attr:`failures`)."""
         if self.running is None:
             return True
         want = intent.parse(self.running())
         kernel = Kernel.read(self.sock)
-        res = self._planner(kernel).plan(want, want, set())
+        res = self._planner(kernel, undo=False).plan(want, want, set())
         new_warnings = set(res.warnings) - self._last_warnings
         for w in sorted(new_warnings):
             log.warning("drift: %s: cannot restore", w)
         self._last_warnings = set(res.warnings)
         if not res.actions:
             self.originals.update(res.originals)
+            self.failures = {}
             return True
-        try:
-            done = self.executor.run(res.actions, kernel.names())
-        except ApplyFailed as exc:
-            log.error("drift: restoring failed: %s", exc)
-            return False
+        done, failed = self.executor.repair(res.actions, kernel.names())
         self.originals.update(res.originals)
         for a in done:
             log.warning("drift: %s: restored", a.what)
-        return True
+        failures = {str(f): f.action.path for f in failed}
+        for msg in failures:
+            if msg in self.failures:  # reported already: not again at every attempt
+                log.debug("drift: restoring still fails: %s", msg)
+            else:
+                log.error("drift: restoring failed: %s", msg)
+        self.failures = failures
+        return not failed
 
     # ------------------------------------------------------------ sysctl drift
     #: sysctls whose changes the kernel announces (RTM_NEWNETCONF): no need to poll them

@@ -4,9 +4,12 @@ A socket subscribed to the link, address and neighbour groups is watched by the
 event loop (``add_reader``: no thread, no polling). Events are coalesced: the
 first one schedules a reconcile ``delay`` seconds later, the ones arriving
 meanwhile ride along. Events caused by the agent's own commits lead to a
-reconcile that finds nothing to do. After a failed restore the next attempt
-waits longer (up to ``max_backoff``), so a kernel that keeps refusing does not
-make the agent spin.
+reconcile that finds nothing to do. A reconcile restores what it can (best
+effort): after one that failed in a new way the next attempt waits longer (up to
+``max_backoff``), so a kernel that keeps refusing does not make the agent spin;
+one that failed only as before (a difference that cannot be restored, logged once,
+whose retry costs a failed write and raises no event) keeps the short delay, so
+other drift is still repaired at once.
 
 Sysctls: the kernel announces forwarding changes (RTM_NEWNETCONF, the IPv4/IPv6
 netconf groups) but not the others the backend manages (IPv6 mtu, DAD transmits,
@@ -114,8 +117,11 @@ class DriftWatcher:
     def _fire(self) -> None:
         self._pending = None
         self.reconciles += 1
+        known = self.backend.failures
         try:
             ok = self.backend.reconcile()
+            # failing only as before: nothing new to wait for
+            ok = ok or self.backend.failures.keys() <= known.keys()
         except Exception:  # noqa: BLE001 - the watcher must survive
             log.exception("drift: reconcile failed")
             ok = False
