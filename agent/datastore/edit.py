@@ -8,19 +8,24 @@ Validation of the whole result is done afterwards by :mod:`validate`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from lxml import etree
 
-from agent.datastore.schema import Schema, SchemaNode
+from agent.datastore.schema import Choice, Schema, SchemaNode
 from agent.datastore.tree import PathMaker, element, insert_child, make_leaf, split
 from agent.datastore.yangtypes import TypeMismatch
 from agent.protocol.errors import PROTOCOL, RpcError, RpcErrors, bad_attribute, bad_element
-from agent.protocol.namespaces import NC, WD_ATTR
+from agent.protocol.namespaces import NC, WD_ATTR, YANG_MD
 
 OPERATION = f"{{{NC}}}operation"
 WD_DEFAULT = f"{{{WD_ATTR}}}default"
 OPS = ("merge", "replace", "create", "delete", "remove", "none")
+_MD = f"{{{YANG_MD}}}"  # yang:insert, yang:key, yang:value (RFC 7950 §7.7.9, §7.8.6)
+INSERT = f"{_MD}insert"
+INSERTS = ("first", "last", "before", "after")
+_KEY_PRED = re.compile(r"""\s*\[\s*(?:([\w.-]+):)?([\w.-]+)\s*=\s*(?:'([^']*)'|"([^"]*)")\s*\]""")
 
 
 @dataclass
@@ -35,6 +40,12 @@ class EditResult:
     created: list[etree._Element] = field(default_factory=list)
 
 
+#: What the children of one request element held so far, for RFC 7950 §8.3.1 (data of two
+#: cases of one choice) and for a leaf or a list entry given twice: leaf clark → None,
+#: (list clark, key) → None, choice → (case, its first request element).
+_Siblings = dict[str | tuple[str, tuple] | Choice, tuple[str, etree._Element] | None]
+
+
 class Editor:
     """One edit-config request against one target tree."""
 
@@ -45,7 +56,10 @@ class Editor:
         *,
         error_option: str = "stop-on-error",
         paths: PathMaker,
+        prior: etree._Element | None = None,
     ) -> None:
+        """``prior``: ``target`` is an empty tree replacing ``prior`` (default-operation
+        replace); create / delete in the request are still checked against ``prior``."""
         self.schema = schema
         self.target = target
         self.continue_on_error = error_option == "continue-on-error"
@@ -53,6 +67,12 @@ class Editor:
         self.result = EditResult()
         # keyed by the element itself: holding it keeps lxml's proxy (and so its identity) alive
         self._index: dict[tuple[etree._Element, str], dict[tuple, etree._Element]] = {}
+        #: element of the edited tree → the element it replaced: what existed before the
+        #: edit below it, for the preconditions of create (data-exists) and delete
+        #: (data-missing) under a replace (RFC 6241 §7.2: "exists in the datastore")
+        self._prior: dict[etree._Element, etree._Element] = {}
+        if prior is not None:
+            self._prior[target] = prior
 
     # ------------------------------------------------------------------ entry
     def apply(self, config: etree._Element, default_op: str) -> EditResult:
@@ -75,13 +95,18 @@ class Editor:
     def _children(
         self, tgt: etree._Element | None, sparent: SchemaNode, cfg: etree._Element, op: str
     ) -> None:
+        seen: _Siblings = {}
         for req in cfg:
             if not isinstance(req.tag, str):
                 continue
             try:
-                self._node(tgt, sparent, req, op)
+                self._node(tgt, sparent, req, op, seen)
             except RpcError as exc:
                 self._err(exc)
+
+    def _before(self, tgt: etree._Element | None) -> etree._Element | None:
+        """The pre-edit counterpart of ``tgt`` when the edit replaced it, else None."""
+        return self._prior.get(tgt) if self._prior else None
 
     def _op_of(self, req: etree._Element, inherited: str) -> str:
         own = req.get(OPERATION)
@@ -140,20 +165,166 @@ class Editor:
         return snode
 
     def _node(
-        self, tgt: etree._Element | None, sparent: SchemaNode, req: etree._Element, inherited: str
+        self,
+        tgt: etree._Element | None,
+        sparent: SchemaNode,
+        req: etree._Element,
+        inherited: str,
+        seen: _Siblings,
     ) -> None:
         snode = self._schema_child(sparent, req)
         op = self._op_of(req, inherited)
+        ins = self._insert_of(snode, req) if req.keys() else None
+        if snode.kind == "leaf" or snode.case_of is not None:
+            self._check_once(snode, req, seen)
         if snode.kind == "leaf":
             self._leaf(tgt, snode, req, op)
         elif snode.kind == "leaf-list":
-            self._leaf_list(tgt, snode, req, op)
+            self._leaf_list(tgt, snode, req, op, ins)
         elif snode.kind == "container":
             self._container(tgt, snode, req, op)
         elif snode.kind == "list":
-            self._list(tgt, snode, req, op)
+            self._list(tgt, snode, req, op, seen, ins)
         else:  # pragma: no cover - anydata not in our models
             raise self._error("operation-not-supported", f"'{snode.kind}' not supported", req)
+
+    # ------------------------------------------------------------------ RFC 7950 §8.3.1
+    def _check_once(self, snode: SchemaNode, req: etree._Element, seen: _Siblings) -> None:
+        """bad-element for a leaf given twice, or for data of a second case of a choice,
+        under the same parent of one request (the last one would silently win)."""
+        if snode.kind == "leaf":
+            if snode.clark in seen:
+                raise self._error(
+                    "bad-element", f"'{snode.name}' appears more than once", req,
+                    info=[bad_element(snode.name)])
+            seen[snode.clark] = None
+        c = snode.case_of
+        while c is not None:
+            choice, case = c
+            first = seen.get(choice)
+            if first is None:
+                seen[choice] = (case, req)
+            elif first[0] != case:
+                other = split(first[1].tag)[1]
+                raise self._error(
+                    "bad-element",
+                    f"'{snode.name}' (case '{case}') and '{other}' (case '{first[0]}') are "
+                    f"data of two cases of choice '{choice.name}'",
+                    req,
+                    info=[bad_element(snode.name)],
+                )
+            c = choice.parent_case
+
+    # ------------------------------------------------------------------ yang:insert
+    def _attr_error(self, tag: str, msg: str, req: etree._Element, attr: str) -> RpcError:
+        # error-type application, like the other payload errors of RFC 7950 §8.3.1
+        return self._error(tag, msg, req,
+                           info=[bad_attribute(attr), bad_element(split(req.tag)[1])])
+
+    def _insert_of(
+        self, snode: SchemaNode, req: etree._Element
+    ) -> tuple[str, object] | None:
+        """The yang:insert request of ``req`` as ``(where, reference)``: ``where`` one of
+        first/last/before/after, ``reference`` the key tuple (list) or value (leaf-list)
+        of the entry named by yang:key / yang:value for before/after.
+
+        RFC 7950 §8.3.1: insert attributes on anything but an ``ordered-by user`` list or
+        leaf-list are "unknown-attribute" (RFC 6241 App. A: an unexpected attribute), and
+        insert values not valid for it are "bad-attribute" (an attribute value is not
+        correct); before/after without yang:key / yang:value is "missing-attribute"."""
+        md = [a for a in req.keys() if a.startswith(_MD)]
+        if not md:
+            return None
+        user = snode.kind in ("list", "leaf-list") and snode.ordered_by_user
+        ref_attr = "key" if snode.kind == "list" else "value"
+        for a in md:
+            name = a[len(_MD):]
+            if not user or name not in ("insert", ref_attr):
+                why = (f"'{snode.name}' is not an ordered-by user list or leaf-list"
+                       if not user else f"yang:{name} does not apply to a {snode.kind}")
+                raise self._attr_error("unknown-attribute", f"unexpected attribute yang:{name}: "
+                                       + why, req, name)
+        where = req.get(INSERT)
+        if where is None:
+            return None
+        if where not in INSERTS:
+            raise self._attr_error(
+                "bad-attribute", f"invalid yang:insert value '{where}' (first, last, before "
+                "or after)", req, "insert")
+        if where in ("first", "last"):
+            return where, None
+        text = req.get(_MD + ref_attr)
+        if text is None:
+            raise self._attr_error(
+                "missing-attribute", f"yang:insert=\"{where}\" needs a yang:{ref_attr} attribute",
+                req, ref_attr)
+        try:
+            if snode.kind == "leaf-list":
+                return where, snode.type.canonical(text, req.nsmap)
+            return where, self._key_predicates(snode, text, req)
+        except (TypeMismatch, ValueError) as exc:
+            raise self._attr_error("bad-attribute", f"invalid yang:{ref_attr} '{text}': {exc}",
+                                   req, ref_attr) from None
+
+    def _key_predicates(self, snode: SchemaNode, text: str, req: etree._Element) -> tuple:
+        """``[p:k1='v1'][p:k2='v2']`` (RFC 7950 §7.8.6) as a canonical key tuple."""
+        vals: dict[str, str] = {}
+        pos = 0
+        for m in _KEY_PRED.finditer(text):
+            if m.start() != pos:
+                break
+            pos = m.end()
+            prefix, name, v1, v2 = m.groups()
+            if prefix is not None:
+                ns = req.nsmap.get(prefix)
+                if ns is None:
+                    raise ValueError(f"undeclared prefix '{prefix}'")
+                clark = f"{{{ns}}}{name}"
+            else:
+                clark = next((k for k in snode.keys if split(k)[1] == name), name)
+            if clark not in snode.keys or clark in vals:
+                raise ValueError(f"'{name}' is not a key of '{snode.name}' or is repeated")
+            kn = snode.children[clark]
+            vals[clark] = kn.type.canonical(v1 if v1 is not None else v2, req.nsmap)
+        if pos != len(text.rstrip()) or len(vals) != len(snode.keys):
+            raise ValueError("expected one [prefix:key='value'] predicate per key")
+        return tuple(vals[k] for k in snode.keys)
+
+    def _place(
+        self, tgt: etree._Element, el: etree._Element, snode: SchemaNode,
+        where: str, ref: etree._Element | None,
+    ) -> None:
+        """Move ``el`` (already a child of ``tgt``) where yang:insert asks."""
+        prev = el.getprevious()
+        if where == "before":
+            ref.addprevious(el)
+        elif where == "after":
+            ref.addnext(el)
+        else:
+            others = [s for s in tgt.iterfind(snode.clark) if s is not el]
+            if others:
+                if where == "first":
+                    others[0].addprevious(el)
+                else:
+                    others[-1].addnext(el)
+        if el.getprevious() is not prev:
+            self._touch(el)
+
+    def _reference(
+        self, tgt: etree._Element | None, snode: SchemaNode, req: etree._Element,
+        ins: tuple[str, object] | None, own: object, find,
+    ) -> etree._Element | None:
+        """The existing entry a yang:insert before/after names (``find(ref)``)."""
+        if ins is None or ins[0] not in ("before", "after"):
+            return None
+        attr = "key" if snode.kind == "list" else "value"
+        ref = find(ins[1]) if ins[1] != own and tgt is not None else None
+        if ref is None:
+            raise self._attr_error(
+                "bad-attribute",
+                f"yang:{attr} names no other existing entry of '{snode.name}' to insert "
+                f"{ins[0]}", req, attr)
+        return ref
 
     # ------------------------------------------------------------------ kinds
     def _value(self, snode: SchemaNode, req: etree._Element) -> str:
@@ -202,9 +373,11 @@ class Editor:
 
     def _leaf(self, tgt, snode: SchemaNode, req, op: str) -> None:
         cur = tgt.find(snode.clark) if tgt is not None else None
+        old = self._prior.get(tgt) if self._prior else None
+        existed = cur is not None or (old is not None and old.find(snode.clark) is not None)
         if op in ("delete", "remove"):
             if cur is None:
-                if op == "delete":
+                if op == "delete" and not existed:
                     raise self._missing(snode, req)
                 return
             if snode.is_key:
@@ -229,7 +402,7 @@ class Editor:
             if cur is None:
                 raise self._missing(snode, req)
             return
-        if op == "create" and cur is not None:
+        if op == "create" and existed:
             raise self._exists(snode, req)
         if cur is not None:
             if cur.text == value or (cur.text is None and value == ""):
@@ -245,17 +418,22 @@ class Editor:
         self._clear_other_cases(tgt, snode)
         self._touch(new)
 
-    def _leaf_list(self, tgt, snode: SchemaNode, req, op: str) -> None:
+    def _leaf_list(self, tgt, snode: SchemaNode, req, op: str, ins=None) -> None:
         value = self._value(snode, req)
-        cur = None
-        if tgt is not None:
-            for e in tgt.iterfind(snode.clark):
-                if e.text == value:
-                    cur = e
-                    break
+
+        def find(v: str, parent: etree._Element | None = tgt) -> etree._Element | None:
+            if parent is not None:
+                for e in parent.iterfind(snode.clark):
+                    if e.text == v:
+                        return e
+            return None
+
+        cur = find(value)
+        old = self._before(tgt)
+        existed = cur is not None or (old is not None and find(value, old) is not None)
         if op in ("delete", "remove"):
             if cur is None:
-                if op == "delete":
+                if op == "delete" and not existed:
                     raise self._missing(snode, req)
                 return
             self._remove(tgt, cur, snode)
@@ -264,8 +442,9 @@ class Editor:
             if cur is None:
                 raise self._missing(snode, req)
             return
-        if op == "create" and cur is not None:
+        if op == "create" and existed:
             raise self._exists(snode, req)
+        ref = self._reference(tgt, snode, req, ins, value, find) if ins else None
         if cur is None:
             new = make_leaf(self.schema, snode, value)
             siblings = tgt.findall(snode.clark)
@@ -275,13 +454,19 @@ class Editor:
                 insert_child(tgt, new, snode)
                 self._clear_other_cases(tgt, snode)
             self._touch(new)
+            cur = new
+        if ins is not None:
+            self._place(tgt, cur, snode, ins[0], ref)
 
     def _container(self, tgt, snode: SchemaNode, req, op: str) -> None:
         cur = tgt.find(snode.clark) if tgt is not None else None
+        old = self._prior.get(tgt) if self._prior else None
+        if old is not None:
+            old = old.find(snode.clark)
         if op in ("delete", "remove"):
             self._check_nested_ops(req, op)
             if cur is None:
-                if op == "delete":
+                if op == "delete" and old is None:
                     raise self._missing(snode, req)
                 return
             self._remove(tgt, cur, snode)
@@ -295,11 +480,12 @@ class Editor:
                 self.result.created.append(cur)
             self._children(cur, snode, req, "none")
             return
-        if op == "create" and cur is not None:
+        if op == "create" and (cur is not None or old is not None):
             raise self._exists(snode, req)
         if op == "replace" and cur is not None:
             new = element(snode)
             tgt.replace(cur, new)
+            self._prior[new] = cur
             cur = new
             self._touch(cur)
         if cur is None:
@@ -307,9 +493,11 @@ class Editor:
             insert_child(tgt, cur, snode)
             self._clear_other_cases(tgt, snode)
             self._touch(cur)
+            if old is not None:
+                self._prior[cur] = old
         self._children(cur, snode, req, "merge" if op == "merge" else op)
 
-    def _list(self, tgt, snode: SchemaNode, req, op: str) -> None:
+    def _list(self, tgt, snode: SchemaNode, req, op: str, seen: _Siblings, ins=None) -> None:
         keys = []
         for k in snode.keys:
             kreq = req.find(k)
@@ -323,12 +511,21 @@ class Editor:
                 )
             keys.append(self._value(snode.children[k], kreq))
         key = tuple(keys)
+        entry = (snode.clark, key)
+        if entry in seen:
+            raise self._error(
+                "bad-element", f"list entry '{snode.name}' appears more than once", req,
+                info=[bad_element(snode.name)])
+        seen[entry] = None
         index = self._list_index(tgt, snode)
         cur = index.get(key)
+        old = self._prior.get(tgt) if self._prior else None
+        if old is not None:
+            old = self._list_index(old, snode).get(key)
         if op in ("delete", "remove"):
             self._check_nested_ops(req, op)
             if cur is None:
-                if op == "delete":
+                if op == "delete" and old is None:
                     raise self._missing(snode, req)
                 return
             self._remove(tgt, cur, snode)
@@ -339,12 +536,14 @@ class Editor:
                 raise self._missing(snode, req)
             self._children(cur, snode, req, "none")
             return
-        if op == "create" and cur is not None:
+        if op == "create" and (cur is not None or old is not None):
             raise self._exists(snode, req)
+        ref = self._reference(tgt, snode, req, ins, key, index.get) if ins else None
         if op == "replace" and cur is not None:
             new = self._new_entry(snode, key)
             tgt.replace(cur, new)
             index[key] = new
+            self._prior[new] = cur
             cur = new
             self._touch(cur)
         if cur is None:
@@ -357,16 +556,25 @@ class Editor:
             index[key] = cur
             self._clear_other_cases(tgt, snode)
             self._touch(cur)
+            if old is not None:
+                self._prior[cur] = old
+        if ins is not None:
+            self._place(tgt, cur, snode, ins[0], ref)
         child_op = "merge" if op == "merge" else op
+        below: _Siblings = {}
         for c in req:
-            if not isinstance(c.tag, str) or c.tag in snode.keys:
-                if isinstance(c.tag, str):
-                    own = c.get(OPERATION)
-                    if own is not None and own not in OPS[:5]:
-                        self._op_of(c, child_op)
+            if not isinstance(c.tag, str):
                 continue
             try:
-                self._node(cur, snode, c, child_op)
+                if c.tag in snode.keys:  # applied with the entry: check what _node would
+                    if c.keys():
+                        self._op_of(c, child_op)
+                        self._insert_of(snode.children[c.tag], c)
+                    if c.tag in below:
+                        self._check_once(snode.children[c.tag], c, below)  # bad-element
+                    below[c.tag] = None
+                    continue
+                self._node(cur, snode, c, child_op, below)
             except RpcError as exc:
                 self._err(exc)
 

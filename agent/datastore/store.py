@@ -117,7 +117,11 @@ class Datastores:
                 info=[session_id_info(ds.lock_owner)],
             )
 
-    def lock(self, name: str, session_id: int) -> None:
+    def lock(
+        self, name: str, session_id: int, *, alive: Callable[[int], bool] | None = None
+    ) -> None:
+        """``alive(session id)``: whether that session still exists (error-info of a
+        refused candidate lock)."""
         ds = self.stores[name]
         if ds.lock_owner is not None:
             raise RpcError(
@@ -127,12 +131,20 @@ class Datastores:
                 info=[session_id_info(ds.lock_owner)],
             )
         if name == "candidate" and ds.modified_by is not None:
+            # RFC 6241 §8.3.5.1 refuses the lock; like a lock holder's (§7.5), the session-id
+            # is that of the session that made the changes (maybe the requester itself),
+            # 0 (no NETCONF session) once that session has ended
+            who = ds.modified_by
+            if alive is not None and not alive(who):
+                by, sid = f"session {who}, which has ended", 0
+            else:
+                by, sid = f"session {who}", who
             raise RpcError(
                 "lock-denied",
-                "the candidate datastore has uncommitted changes; "
+                f"the candidate datastore has uncommitted changes made by {by}; "
                 "commit or discard-changes first",
                 type=PROTOCOL,
-                info=[session_id_info(ds.modified_by if ds.modified_by != session_id else 0)],
+                info=[session_id_info(sid)],
             )
         ds.lock_owner = session_id
         ds.lock_time = time.time()
@@ -170,6 +182,11 @@ class Datastores:
         c.tree = tree
         c.valid_tree = tree if valid else None
         c.modified_by = session_id
+
+    def same_as_running(self, tree: etree._Element) -> bool:
+        """Whether ``tree`` holds exactly what running holds."""
+        run = self.stores["running"].tree
+        return tree is run or _canon(tree) == _canon(run)
 
     def discard_changes(self) -> None:
         c = self.stores["candidate"]
@@ -248,6 +265,10 @@ def change_hint(
     if h is not None and h[0] is old and h[1] is new:
         return h[2]
     return None
+
+
+def _canon(tree: etree._Element) -> bytes:
+    return etree.tostring(tree, method="c14n2", strip_text=True)
 
 
 def _copy(tree: etree._Element) -> etree._Element:

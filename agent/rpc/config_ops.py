@@ -129,12 +129,15 @@ class ConfigOps:
         # an edit of a tree known valid (and pruned) is pruned and validated incrementally
         incremental = default_op != "replace" and store.valid
         if default_op == "replace":
+            # the request's content replaces the target's, but create / delete in it are
+            # checked against what the target holds (data-exists / data-missing)
             work = new_root()
-            default_op = "replace"
+            prior = store.tree
         else:
             work = copy.deepcopy(store.tree)
+            prior = None
         paths = PathMaker(self.schema, client_prefixes(config))
-        editor = Editor(self.schema, work, error_option=error_option, paths=paths)
+        editor = Editor(self.schema, work, error_option=error_option, paths=paths, prior=prior)
         result = editor.apply(config, default_op)
         if incremental:
             prune_changed(work, self.schema, result)
@@ -182,28 +185,31 @@ class ConfigOps:
         if target == "running":
             self.ds.set_running(tree, valid=built)
         elif target == "candidate":
-            self.ds.set_candidate(tree, ctx.session_id, valid=built)
+            if self.ds.same_as_running(tree):
+                self.ds.discard_changes()  # not modified: it can still be locked
+            else:
+                self.ds.set_candidate(tree, ctx.session_id, valid=built)
         else:
             self.ds.set_startup(tree)
         return None
 
     def delete_config(self, ctx: RpcContext, op: etree._Element):
         check_params(op, {P_TARGET})
-        target = datastore_param(op, "target", ("startup", "candidate", "running"))
-        if target == "running":
-            raise RpcError("invalid-value", "the running datastore cannot be deleted",
+        target = datastore_param(op, "target")
+        if target != "startup":
+            # ietf-netconf: the target of delete-config is startup or a url, never the
+            # running or candidate datastore
+            raise RpcError("invalid-value", f"the {target} datastore cannot be deleted",
                            type=PROTOCOL, info=[bad_element("target")])
         self.ds.check_writable(target, ctx.session_id)
-        if target == "startup":
-            self.ds.set_startup(new_root())
-        else:
-            self.ds.set_candidate(new_root(), ctx.session_id)
+        self.ds.set_startup(new_root())
         return None
 
     # ------------------------------------------------------------------ locks
     def lock(self, ctx: RpcContext, op: etree._Element):
         check_params(op, {P_TARGET})
-        self.ds.lock(datastore_param(op, "target"), ctx.session_id)
+        self.ds.lock(datastore_param(op, "target"), ctx.session_id,
+                     alive=self.server.sessions.__contains__)
         return None
 
     def unlock(self, ctx: RpcContext, op: etree._Element):
@@ -223,7 +229,9 @@ class ConfigOps:
 
     def commit(self, ctx: RpcContext, op: etree._Element):
         check_params(op, set())
+        # RFC 6241 §8.3.4.1: in-use while running or the candidate is locked by another
         self.ds.check_writable("running", ctx.session_id)
+        self.ds.check_writable("candidate", ctx.session_id)
         cand = self.ds["candidate"]
         if cand.valid:  # validated by the edits that made it: nothing to delete either
             tree = copy.deepcopy(cand.tree)
