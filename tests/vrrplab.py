@@ -295,3 +295,103 @@ def neigh_mac(lab: Lab, ns: str, addr: str) -> str | None:
         if n.get("dst") == addr:
             return n.get("lladdr")
     return None
+
+
+def vrrp_state(r: Router):  # noqa: ANN201 - agent.backends.vrrp.state.VrrpState
+    """The router's VRRP state side (FIFO reader, packet watcher), started (an in-process
+    router has no event loop to start it): histories and notifications become live."""
+    from agent.backends.vrrp.state import VrrpState
+
+    for fn in r.ctx.on_stop:
+        svc = getattr(fn, "__self__", None)
+        if isinstance(svc, VrrpState):
+            if not svc.running:
+                svc.start(None)
+            return svc
+    raise LookupError("no VRRP state side attached")
+
+
+_ARP_CAPTURE = r'''
+import json, select, socket, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+s.bind((sys.argv[1], 0x0806))
+print("ready", flush=True)
+def mac(b): return ":".join(f"{x:02x}" for x in b)
+while True:
+    r, _, _ = select.select([s, sys.stdin], [], [])
+    if sys.stdin in r:
+        break
+    f, addr = s.recvfrom(2048)
+    if len(f) < 42:
+        continue
+    print(json.dumps({"src": mac(f[6:12]), "op": int.from_bytes(f[20:22], "big"),
+                      "sha": mac(f[22:28]), "spa": socket.inet_ntoa(f[28:32]),
+                      "tha": mac(f[32:38]), "tpa": socket.inet_ntoa(f[38:42]),
+                      "outgoing": addr[2] == socket.PACKET_OUTGOING}), flush=True)
+'''
+
+
+class ArpCapture:
+    """ARP frames seen on ``ifname`` in ``ns`` while the ``with`` block runs:
+
+        with ArpCapture(lab, host, "eth0") as cap:
+            ping(...)
+        cap.frames  # [{"src", "op", "sha", "spa", "tha", "tpa", "outgoing"}]
+    """
+
+    def __init__(self, lab: Lab, ns: str, ifname: str) -> None:
+        self.lab, self.ns, self.ifname = lab, ns, ifname
+        self.frames: list[dict] = []
+
+    def __enter__(self) -> ArpCapture:
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.ns, sys.executable, "-c", _ARP_CAPTURE, self.ifname],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        time.sleep(0.2)  # the last answers are on their way
+        out, _ = self.proc.communicate("\n", timeout=10)
+        self.frames = [json.loads(ln) for ln in out.splitlines() if ln.strip()]
+
+
+_ARP_SEND = r'''
+import socket, sys
+ifname, src, op, sha, spa, tha, tpa = sys.argv[1:]
+def mac(t): return bytes.fromhex(t.replace(":", ""))
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind((ifname, 0))
+arp = (bytes.fromhex("000108000604") + int(op).to_bytes(2, "big") + mac(sha)
+       + socket.inet_aton(spa) + mac(tha) + socket.inet_aton(tpa))
+s.send(b"\xff" * 6 + mac(src) + b"\x08\x06" + arp + b"\0" * 18)
+'''
+
+
+def send_arp(lab: Lab, ns: str, ifname: str, *, op: int, sha: str, spa: str, tpa: str,
+             tha: str = "00:00:00:00:00:00", src: str | None = None) -> None:
+    """Send one broadcast ARP frame from ``ifname`` in ``ns`` (through its egress hook)."""
+    import sys
+
+    lab.run(ns, sys.executable, "-c", _ARP_SEND, ifname, src or sha, str(op), sha, spa, tha,
+            tpa)
+
+
+def keepalived_pids(conf: Path) -> set[int]:
+    """Live keepalived processes (parents and children) running the file ``conf``."""
+    out = set()
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0")
+            state = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if (os.path.basename(argv[0]) == b"keepalived" and str(conf).encode() in argv
+                and state not in ("Z", "X")):
+            out.add(int(d))
+    return out

@@ -3,23 +3,27 @@
 ``prepare`` reads the new running tree into :mod:`model` dataclasses, validates them
 (:mod:`validate`), renders keepalived.conf (:mod:`render`) and has ``keepalived -t`` check
 it: any refusal is an rpc-error and nothing is applied. ``apply`` converges the kernel
-(macvlans, ARP sysctls), the track files and keepalived (start, or SIGHUP only when the
-text changed); its undo converges back to the previous configuration.
+(macvlans, ARP sysctls, the macvlans' egress filters and the owner ARP filter of parents
+whose own addresses are VIPs), the track files and keepalived (start, or SIGHUP only when
+the text changed); its undo converges back to the previous configuration. While a commit
+runs, the configuration being committed is registered for the state side
+(:func:`configured.committing`): keepalived's transitions meanwhile belong to it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lxml import etree
 
 from agent.backends.linux.netns import open_iproute
-from agent.backends.vrrp import egress, mcast, model, vmac
+from agent.backends.vrrp import configured, egress, mcast, model, vmac
 from agent.backends.vrrp.keepalived import Keepalived, KeepalivedRefused
 from agent.backends.vrrp.model import VrrpInstance
 from agent.backends.vrrp.names import vmac_address, vmac_ifname
@@ -44,6 +48,8 @@ class Desired:
     instances: dict[tuple[str, int, int], VrrpInstance]
     text: str
     prefixes: set[str]
+    # parent → {IPv4 VIP that is one of its own addresses: VRID} (owner ARP filter)
+    owned: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class VrrpBackend:
@@ -63,6 +69,10 @@ class VrrpBackend:
         self._checked_header: str | None = None  # header of the blocks ``keepalived -t`` passed
         self._checked: dict[tuple[str, int, int], str] = {}  # those blocks, by instance
         self._filters: dict[str, tuple[str, ...]] = {}  # macvlan → VIPs its filter lets out
+        self._owner_filters: dict[str, dict[str, int]] = {}  # parent → its owner filter's VIPs
+        self._converged = False  # set once this agent converged (macvlans of an earlier
+        # agent: sysctls and filters checked once)
+        self._commit: int | None = None  # configured.begin_commit token of the last apply
         self.groups = mcast.Memberships(netns)
         self.keepalived.before_restart(self._remove_vips)
 
@@ -109,11 +119,26 @@ class VrrpBackend:
         blocks = render_blocks(cfg.instances, src4, ka.track_dir)
         text = header + "".join(blocks.values())
         prefixes = {p for i in cfg.instances.values() for p, _ in i.track_networks}
-        desired = Desired(dict(cfg.instances), text, prefixes)
-        if text == self.current.text and (ka.running or not cfg.instances):
+        desired = Desired(dict(cfg.instances), text, prefixes, self._owned(cfg))
+        if (text == self.current.text and desired.owned == self.current.owned
+                and (ka.running or not cfg.instances)):
             return None
         self._guard(header, blocks)
-        return _Plan(self, desired)
+        return _Plan(self, desired, old, new)
+
+    @staticmethod
+    def _owned(cfg: model.VrrpConfig) -> dict[str, dict[str, int]]:
+        """parent → {owned IPv4 VIP: VRID}: the VIPs that are the parent's own addresses."""
+        out: dict[str, dict[str, int]] = {}
+        for inst in cfg.instances.values():
+            ic = cfg.interfaces.get(inst.ifname)
+            if inst.family != 4 or not inst.is_owner or ic is None:
+                continue
+            own = {str(ipaddress.ip_interface(a).ip) for a in ic.ipv4}
+            for v in inst.vips:
+                if v in own:
+                    out.setdefault(inst.ifname, {})[v] = inst.vrid
+        return out
 
     def _guard(self, header: str, blocks: Mapping[tuple[str, int, int], str]) -> None:
         """``keepalived -t`` on the rendered file, refusing with an rpc-error.
@@ -159,12 +184,18 @@ class VrrpBackend:
             for v in fix:
                 vmac.create(self.ipr(), v)
             parents = sorted({k[0] for k in want.instances})
-            if new or fix or parents:
-                sysctls = vmac.arp_sysctls(parents, [v.ifname for v in new + fix],
-                                           [v.ifname for v in new + fix if v.family == 6])
+            tune = new + fix
+            if not self._converged:  # macvlans an earlier agent made: settings it lacked
+                made = {v.ifname for v in tune}
+                tune = tune + [vmac.Vmac(n, k[0], vmac_address(k[1], k[2]), k[1])
+                               for n, k in names.items() if n in have and n not in made]
+            if tune or parents:
+                sysctls = vmac.arp_sysctls(parents, [v.ifname for v in tune],
+                                           [v.ifname for v in tune if v.family == 6])
                 vmac.set_sysctls(self.netns, sysctls)
             # egress filters: before the new macvlans come up, and wherever the VIPs changed
             self._set_filters(names, want.instances, {v.ifname for v in new + fix})
+            self._set_owner_filters(want.owned, all_links)
             vmac.up_many(self.netns, [v.ifname for v in new + fix])
             self._set_groups(want.instances, all_links)
             # 2. track files, then keepalived
@@ -173,11 +204,14 @@ class VrrpBackend:
             if want.instances or ka.running:
                 ka.apply(want.text)
             self.current = want
-            # 3. macvlans no instance uses any more (keepalived already dropped them)
+            # 3. macvlans no instance uses any more (keepalived already dropped them), the
+            # owner filters of parents that own no VIP any more
             gone = [n for n in have if n not in names]
             vmac.delete_many(self.netns, gone)
             for n in gone:
                 self._filters.pop(n, None)
+            self._drop_owner_filters(want.owned, all_links)
+            self._converged = True
 
     def _set_filters(self, names: Mapping[str, tuple[str, int, int]], instances: Instances,
                      fresh: set[str]) -> None:
@@ -193,6 +227,32 @@ class VrrpBackend:
                 done[name] = vips
         egress.tc_batch(self.netns, lines)
         self._filters.update(done)
+
+    def _set_owner_filters(self, owned: Mapping[str, dict[str, int]],
+                           all_links: Mapping[str, dict]) -> None:
+        """The parents' owner ARP filters (:mod:`egress`), where the owned VIPs changed
+        (everywhere after an agent start)."""
+        todo = {p: vips for p, vips in owned.items() if p in all_links
+                and (not self._converged or self._owner_filters.get(p) != vips)}
+        if not todo:
+            return
+        egress.tc_batch(self.netns, [ln for p in sorted(todo) for ln in egress.owner_lines(p)])
+        for parent, vips in sorted(todo.items()):
+            egress.attach_owner(self.netns, all_links[parent]["index"], vips)
+            self._owner_filters[parent] = dict(vips)
+
+    def _drop_owner_filters(self, owned: Mapping[str, dict[str, int]],
+                            all_links: Mapping[str, dict]) -> None:
+        """Remove the owner filter from the parents that own no VIP any more (after an
+        agent start: from every link but the macvlans, wherever an earlier agent left one)."""
+        if self._converged:
+            drop = [p for p in self._owner_filters if p not in owned]
+        else:
+            drop = [n for n, i in all_links.items() if n not in owned and i["alias"] != vmac.ALIAS]
+        egress.tc_batch(self.netns, [ln for p in drop if p in all_links
+                                     for ln in egress.owner_del_lines(p)], force=True)
+        for p in drop:
+            self._owner_filters.pop(p, None)
 
     def _set_groups(self, instances: Instances, all_links: Mapping[str, dict]) -> None:
         """The parents join the IPv6 groups the macvlans may not report (:mod:`mcast`)."""
@@ -216,6 +276,8 @@ class VrrpBackend:
         log.info("removed virtual addresses after keepalived exit")
 
     def stop(self) -> None:
+        configured.end_commit(self._commit)
+        self._commit = None
         self.tracker.stop()
         self.keepalived.stop()
         self.groups.close()
@@ -225,26 +287,45 @@ class VrrpBackend:
 
 
 class _Plan:
-    def __init__(self, backend: VrrpBackend, want: Desired) -> None:
+    def __init__(self, backend: VrrpBackend, want: Desired, old: etree._Element,
+                 new: etree._Element) -> None:
         self.backend = backend
         self.want = want
+        self.old, self.new = old, new
 
     def apply(self):  # noqa: ANN201 - Undo
-        before = self.backend.current
+        b = self.backend
+        before = b.current
+        # keepalived reports transitions of the new configuration before it is running:
+        # the state side judges them by it (configured.committing)
+        configured.end_commit(b._commit)
+        b._commit = configured.begin_commit(self.old, self.new)
         try:
-            self.backend.converge(self.want)
+            b.converge(self.want)
         except (OSError, LookupError) as exc:
+            self._withdraw()
             raise RpcError("operation-failed", f"VRRP: {exc}") from exc
+        except BaseException:
+            self._withdraw()
+            raise
 
         def undo() -> None:
-            self.backend.converge(before)
+            self._withdraw()
+            b.converge(before)
 
         return undo
+
+    def _withdraw(self) -> None:
+        configured.end_commit(self.backend._commit)
+        self.backend._commit = None
 
 
 def attach(server: NetconfServer, ctx: BackendContext) -> VrrpBackend:
     """Subscribe the VRRP backend (after the Linux one) and stop keepalived at shutdown."""
     b = VrrpBackend(server.schema, ctx.state_dir, ctx.netns)
+    # a keepalived left running by this agent's previous run (killed with SIGKILL) would
+    # keep its VIPs beside the one started now, or for good without VRRP configuration
+    b.keepalived.reap()
     server.datastores.subscribers.append(b)
     ctx.on_stop.append(b.stop)
     server.vrrp = b  # type: ignore[attr-defined] - the state provider finds keepalived here

@@ -51,6 +51,8 @@ class ConfigIndex:
     addresses: dict[tuple[str, int], list[str]] = field(default_factory=dict)
     # virtual-MAC macvlan name -> (instance, its MAC as bytes)
     vmacs: dict[str, tuple[Key, bytes]] = field(default_factory=dict)
+    # the tree indexed (to find the configuration being committed over it: committing())
+    tree: etree._Element | None = field(default=None, repr=False, compare=False)
 
     @property
     def interfaces(self) -> set[str]:
@@ -75,7 +77,7 @@ def _int(elem: etree._Element, path: str, default: int) -> int:
 
 def build_index(config: etree._Element | None) -> ConfigIndex:
     """Index the VRRP instances of a running config tree (``nc:data`` root)."""
-    idx = ConfigIndex()
+    idx = ConfigIndex(tree=config)
     if config is None:
         return idx
     for itf in config.iterfind(f"{{{IF}}}interfaces/{{{IF}}}interface"):
@@ -142,3 +144,37 @@ class IndexCache:
             self._tree = tree
             self._built = True
         return self._index
+
+
+# ---------------------------------------------------------------------------- commits
+# A commit applies the backends (keepalived started or reloaded) before the new tree
+# becomes running: the transitions keepalived reports meanwhile belong to the new
+# configuration, which the index of running does not know yet. The VRRP backend
+# registers the tree it is committing over the running one (begin_commit, before it hands
+# keepalived the new configuration) and withdraws it when the commit is undone
+# (end_commit); once the new tree is running the entry no longer matches anything.
+_committing: dict[int, tuple[etree._Element, etree._Element, list[ConfigIndex]]] = {}
+
+
+def begin_commit(old: etree._Element, new: etree._Element) -> int:
+    """Register ``new`` as being committed over the running tree ``old``; a token."""
+    _committing[id(old)] = (old, new, [])  # ``old`` is kept alive: its id stays unique
+    return id(old)
+
+
+def end_commit(token: int | None) -> None:
+    if token is not None:
+        _committing.pop(token, None)
+
+
+def committing(idx: ConfigIndex) -> ConfigIndex | None:
+    """The index of the configuration being committed over the tree ``idx`` was built
+    from, while that commit runs (None otherwise)."""
+    if idx.tree is None:
+        return None
+    hit = _committing.get(id(idx.tree))
+    if hit is None or hit[0] is not idx.tree:
+        return None
+    if not hit[2]:
+        hit[2].append(build_index(hit[1]))
+    return hit[2][0]

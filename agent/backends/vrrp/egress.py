@@ -28,6 +28,10 @@ them with its own MAC (:mod:`agent.backends.vrrp.mcast`).
 The kernel here has no flower/matchall/gact, so the filter is one classic BPF program in
 ``cls_bpf`` direct-action mode (its return value is the verdict): one ``tc`` line per
 macvlan, replaced in place (``tc filter replace``: never a moment without a filter).
+
+A parent interface that owns VIPs (address owner, priority 255) gets a filter of its own,
+an eBPF program that keeps the parent's physical MAC out of the ARP messages about those
+addresses (see "owner ARP" below).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 TC_ACT_OK = 0
 TC_ACT_SHOT = 2
@@ -149,11 +153,213 @@ def tc_lines(ifname: str, vips: Iterable[str]) -> list[str]:
     ]
 
 
-def tc_batch(netns: str | None, lines: list[str]) -> None:
-    """Run ``tc -batch`` (one process for any number of lines) inside ``netns``."""
+def tc_batch(netns: str | None, lines: list[str], force: bool = False) -> None:
+    """Run ``tc -batch`` (one process for any number of lines) inside ``netns``;
+    ``force``: run every line whatever fails, and raise nothing."""
     if not lines:
         return
-    cmd = ["tc"] + (["-n", netns] if netns else []) + ["-batch", "-"]
+    cmd = ["tc"] + (["-n", netns] if netns else []) + (["-force"] if force else [])
+    cmd += ["-batch", "-"]
     p = subprocess.run(cmd, input="\n".join(lines) + "\n", capture_output=True, text=True)
-    if p.returncode != 0:
+    if p.returncode != 0 and not force:
         raise OSError(f"tc -batch failed: {(p.stderr or p.stdout).strip()}")
+
+
+# ============================================================================ owner ARP
+# An address owner's VIP is the parent's own address: the parent answers ARP for it with
+# the physical MAC beside the macvlan's answer with the virtual MAC, and the owner's own
+# neighbour resolution (ARP requests with the VIP as sender) teaches every host that
+# hears it the physical MAC again (Linux updates an existing entry from any ARP it
+# sees). RFC 5798 §8.1.2: a router "SHOULD NOT send any ARP messages using its physical
+# MAC address for the IPv4 address it owns".
+#
+# The parent's egress filter acts on ARP whose sender protocol address (SPA) is an owned
+# VIP and whose Ethernet source is not that instance's virtual MAC (sent by the parent,
+# not by the macvlan, whose frames cross the parent's egress hook too):
+#
+# - replies and gratuitous ARP: the sender hardware address (SHA) becomes the virtual
+#   MAC. The Ethernet source stays the parent's MAC, so no switch learns the virtual MAC
+#   from the owner while it is not master; and VIP → virtual MAC is the right mapping
+#   whichever router is master. (Dropping them instead would leave the owner's own
+#   address unanswered whenever its macvlan holds no VIP: agent stopped, keepalived
+#   restarting.)
+# - other requests: the SPA becomes 0.0.0.0 (an RFC 5227 ARP probe). The target answers
+#   it, to the parent's MAC that the request still carries (a request with the virtual
+#   MAC would be answered to the macvlan, where the parent's pending neighbour entry never
+#   sees the answer), but nobody learns anything about the VIP from it;
+# - anything else: dropped.
+#
+# Rewriting needs an eBPF program (``bpf_skb_store_bytes``): classic BPF can only accept
+# or drop. It is assembled here, loaded with bpf(2) and attached by netlink
+# (``TCA_BPF_FD``): no compiler, no bpffs. The filter keeps the program alive.
+
+OWNER_PREF = 0xF000  # priority of the owner filter on the parent's clsact egress hook
+OWNER_HANDLE = 1
+OWNER_NAME = "vrrp-owner-arp"
+
+_BPF_PROG_LOAD, _BPF_PROG_TYPE_SCHED_CLS = 5, 3
+_NR_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351}
+_FUNC_SKB_STORE_BYTES = 9
+# eBPF opcodes
+_E_MOV_X, _E_MOV_K, _E_ADD_K, _E_OR_K, _E_LSH_K = 0xBF, 0xB7, 0x07, 0x47, 0x67
+_E_LDW, _E_LDH = 0x20, 0x28  # BPF_LD | BPF_ABS (legacy packet access, result in r0)
+_E_JEQ32_K, _E_JNE32_K, _E_JEQ32_X = 0x16, 0x56, 0x1E  # 32-bit compares (JMP32)
+_E_JA, _E_CALL, _E_EXIT, _E_ST_W, _E_STX_H = 0x05, 0x85, 0x95, 0x62, 0x6B
+_ETH_SRC, _ARP_OP, _ARP_SHA, _ARP_TPA = 6, 14 + 6, 14 + 8, 14 + 24
+
+
+class _EProg:
+    """A tiny eBPF assembler with forward labels."""
+
+    def __init__(self) -> None:
+        self.code: list[tuple[int, int, int, str | int, int]] = []  # op, dst, src, off, imm
+        self.labels: dict[str, int] = {}
+
+    def label(self, name: str) -> None:
+        self.labels[name] = len(self.code)
+
+    def op(self, code: int, dst: int = 0, src: int = 0, off: str | int = 0,
+           imm: int = 0) -> None:
+        if imm >= 1 << 31:  # a 32-bit constant: same bits as s32 (the compares are 32-bit)
+            imm -= 1 << 32
+        self.code.append((code, dst, src, off, imm))
+
+    def store_bytes(self, offset: int, stack: int, length: int) -> None:
+        """``bpf_skb_store_bytes(skb, offset, fp + stack, length, 0)``; drop on failure."""
+        self.op(_E_MOV_X, 1, 6)
+        self.op(_E_MOV_K, 2, imm=offset)
+        self.op(_E_MOV_X, 3, 10)
+        self.op(_E_ADD_K, 3, imm=stack)
+        self.op(_E_MOV_K, 4, imm=length)
+        self.op(_E_MOV_K, 5, imm=0)
+        self.op(_E_CALL, imm=_FUNC_SKB_STORE_BYTES)
+        self.op(_E_JNE32_K, 0, off="drop", imm=0)  # never send it unchanged
+        self.op(_E_JA, off="pass")
+
+    def assemble(self) -> bytes:
+        out = bytearray()
+        for pc, (code, dst, src, off, imm) in enumerate(self.code):
+            if isinstance(off, str):
+                off = self.labels[off] - pc - 1
+            out += struct.pack("<BBhi", code, (src << 4) | dst, off, imm)
+        return bytes(out)
+
+
+def owner_program(owned: Mapping[str, int]) -> bytes:
+    """The parent's eBPF program for ``owned``: owned IPv4 VIP → its instance's VRID.
+    Registers: r6 the skb, r8 the VRID of the VIP found."""
+    p = _EProg()
+    p.op(_E_MOV_X, 6, 1)  # r6 = skb (legacy packet loads need it there)
+    p.op(_E_LDH, imm=12)
+    p.op(_E_JNE32_K, 0, off="pass", imm=_ETH_ARP)
+    p.op(_E_LDW, imm=_ARP_SPA)
+    items = sorted(owned.items())
+    for i, (vip, _) in enumerate(items):
+        p.op(_E_JEQ32_K, 0, off=f"vip{i}", imm=int(ipaddress.IPv4Address(vip)))
+    p.op(_E_JA, off="pass")
+    for i, (_, vrid) in enumerate(items):
+        p.label(f"vip{i}")
+        p.op(_E_MOV_K, 8, imm=vrid)
+        p.op(_E_JA, off="owned")
+    p.label("owned")  # the macvlan's own frames (its virtual MAC as source) pass
+    p.op(_E_MOV_X, 9, 8)
+    p.op(_E_OR_K, 9, imm=0x0100)
+    p.op(_E_LDW, imm=_ETH_SRC)
+    p.op(_E_JNE32_K, 0, off="parent", imm=0x00005E00)
+    p.op(_E_LDH, imm=_ETH_SRC + 4)
+    p.op(_E_JEQ32_X, 0, 9, off="pass")
+    p.label("parent")
+    p.op(_E_LDH, imm=_ARP_OP)
+    p.op(_E_JEQ32_K, 0, off="sha", imm=2)  # reply
+    p.op(_E_JNE32_K, 0, off="drop", imm=1)  # neither reply nor request
+    p.op(_E_LDW, imm=_ARP_SPA)
+    p.op(_E_MOV_X, 9, 0)
+    p.op(_E_LDW, imm=_ARP_TPA)
+    p.op(_E_JEQ32_X, 0, 9, off="sha")  # gratuitous request
+    p.op(_E_ST_W, 10, off=-4, imm=0)  # ordinary request: SPA = 0.0.0.0
+    p.store_bytes(_ARP_SPA, -4, 4)
+    p.label("sha")  # SHA = 00:00:5e:00:01:VRID
+    p.op(_E_ST_W, 10, off=-8, imm=0x005E0000)  # bytes 00 00 5e 00
+    p.op(_E_MOV_X, 9, 8)
+    p.op(_E_LSH_K, 9, imm=8)
+    p.op(_E_OR_K, 9, imm=0x01)
+    p.op(_E_STX_H, 10, 9, off=-4)  # bytes 01 VRID
+    p.store_bytes(_ARP_SHA, -8, 6)
+    p.label("pass")
+    p.op(_E_MOV_K, 0, imm=TC_ACT_OK)
+    p.op(_E_EXIT)
+    p.label("drop")
+    p.op(_E_MOV_K, 0, imm=TC_ACT_SHOT)
+    p.op(_E_EXIT)
+    return p.assemble()
+
+
+def load(insns: bytes, name: str = "vrrp_owner_arp") -> int:
+    """Load a ``sched_cls`` eBPF program (bpf(2)); its file descriptor (close it)."""
+    import ctypes
+    import os
+    import platform
+
+    nr = _NR_BPF.get(platform.machine())
+    if nr is None:  # pragma: no cover - an architecture nobody measured
+        raise OSError(f"bpf(2) number unknown on {platform.machine()}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    code = ctypes.create_string_buffer(insns, len(insns))
+    lic = ctypes.create_string_buffer(b"GPL")
+    log_buf = ctypes.create_string_buffer(1 << 16)
+    attr = ctypes.create_string_buffer(128)
+    struct.pack_into("<IIQQIIQII16s", attr, 0, _BPF_PROG_TYPE_SCHED_CLS, len(insns) // 8,
+                     ctypes.addressof(code), ctypes.addressof(lic), 1, len(log_buf),
+                     ctypes.addressof(log_buf), 0, 0, name.encode()[:15])
+    libc.syscall.restype = ctypes.c_long
+    fd = libc.syscall(ctypes.c_long(nr), ctypes.c_long(_BPF_PROG_LOAD), attr,
+                      ctypes.c_long(len(attr)))
+    if fd < 0:
+        err = ctypes.get_errno()
+        tail = log_buf.value.decode(errors="replace").strip().splitlines()[-3:]
+        raise OSError(err, f"loading the eBPF owner filter: {os.strerror(err)}: "
+                           + " / ".join(tail))
+    return fd
+
+
+def attach_owner(netns: str | None, ifindex: int, owned: Mapping[str, int]) -> None:
+    """Install (or replace in place) the owner filter of the parent ``ifindex``; its
+    clsact qdisc must exist (:func:`owner_lines`)."""
+    import os
+
+    from agent.backends import nsenter
+    from agent.backends.linux import netlink as nl
+
+    fd = load(owner_program(owned))
+    try:
+        tcm = struct.pack("=BxHiIII", 0, 0, ifindex, OWNER_HANDLE, 0xFFFFFFF3,  # egress
+                          (OWNER_PREF << 16) | 0x0300)  # protocol htons(ETH_P_ALL)
+        body = tcm + nl.attr_str(1, "bpf") + nl.attr_nest(
+            2, nl.attr_u32(6, fd), nl.attr_str(7, OWNER_NAME), nl.attr_u32(8, 1))
+        # RTM_NEWTFILTER, NLM_F_REQUEST | ACK | REPLACE | CREATE
+        msg = nl.nlmsg(44, 0x1 | 0x4 | 0x100 | 0x400, 1, body)
+
+        def send() -> None:
+            with nl.open_socket(ext_ack=True) as s:
+                s.send(msg)
+                buf = s.recv(65536)
+                for typ, flags, _seq, off, end in nl.headers(buf, len(buf)):
+                    if typ == 2:  # NLMSG_ERROR
+                        e = nl.error(buf, off, end, flags)
+                        if e is not None:
+                            raise e
+
+        nsenter.in_netns(netns, send)
+    finally:
+        os.close(fd)
+
+
+def owner_lines(ifname: str) -> list[str]:
+    """``tc -batch`` lines run before :func:`attach_owner`."""
+    return [f"qdisc replace dev {ifname} clsact"]
+
+
+def owner_del_lines(ifname: str) -> list[str]:
+    """``tc -batch`` lines removing the owner filter of ``ifname`` (run with ``-force``:
+    a parent without it is fine)."""
+    return [f"filter del dev {ifname} egress pref {OWNER_PREF}"]

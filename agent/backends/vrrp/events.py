@@ -23,7 +23,13 @@ from pathlib import Path
 
 from lxml import etree
 
-from agent.backends.vrrp.configured import VRRP, ConfigIndex, InstanceConfig, Key
+from agent.backends.vrrp.configured import (
+    VRRP,
+    ConfigIndex,
+    InstanceConfig,
+    Key,
+    committing,
+)
 from agent.backends.vrrp.names import parse_instance_name
 from agent.backends.vrrp.packets import ROUTER_ERRORS, Counters
 
@@ -132,8 +138,15 @@ class EventTracker:
         self.transition(key, parts[2], time.time() if now is None else now)
 
     def transition(self, key: Key, kstate: str, now: float) -> None:
-        """keepalived state ``kstate`` (BACKUP, MASTER, FAULT, STOP) reached at ``now``."""
-        inst = self.index().get(*key)
+        """keepalived state ``kstate`` (BACKUP, MASTER, FAULT, STOP) reached at ``now``.
+
+        During a commit keepalived already runs the configuration being committed while
+        running still holds the old one: the instance is judged by the new one then."""
+        idx = self.index()
+        inst = idx.get(*key)
+        pending = committing(idx)
+        if pending is not None:
+            inst = pending.get(*key) or inst
         with self.lock:
             h = self.history(key)
             prev = h.state

@@ -18,6 +18,10 @@ Public interface (the VRRP state engineer builds on it):
 - ``check(text)`` raises :class:`KeepalivedRefused` when ``keepalived -t`` refuses a config;
   ``apply(text)`` writes it and starts keepalived or reloads it (SIGHUP) only when the text
   changed; ``stop()``; ``signal(sig)`` sends a signal to the parent (e.g. 36 for JSON).
+- ``reap()``: stops every keepalived still running OUR configuration file that this object
+  did not start (left by an agent killed with SIGKILL: keepalived runs in its own session
+  and survives it); ``apply`` does it before a start. Other keepalived processes (another
+  agent's, the system's) are never touched: only a command line naming our file counts.
 """
 
 from __future__ import annotations
@@ -136,6 +140,8 @@ class Keepalived:
         with self._lock:
             if self.running and text == self._text:
                 return False
+            if not self.running:
+                self.reap()  # before the file it runs (and its VIPs) is overwritten
             self.prepare_dirs()
             tmp = self.conf_path.with_suffix(".new")
             tmp.write_text(text)
@@ -170,6 +176,77 @@ class Keepalived:
         if sup is not None and sup is not threading.current_thread():
             sup.join(5)
         self._supervisor = None
+
+    # ------------------------------------------------------------------ strays
+    def strays(self) -> list[int]:
+        """Live keepalived processes running our configuration file that are not the one
+        this object started (nor its children): parents and VRRP children alike."""
+        conf = str(self.conf_path).encode()
+        mine = self.pid
+        out = []
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            pid = int(d)
+            try:
+                argv = Path(f"/proc/{d}/cmdline").read_bytes().split(b"\0")
+                stat = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if os.path.basename(argv[0]) != b"keepalived" or stat[0] in ("Z", "X"):
+                continue
+            if not any(a == b"-f" and argv[i + 1:i + 2] == [conf] for i, a in enumerate(argv)):
+                continue
+            if mine is not None and mine in (pid, int(stat[1])):
+                continue
+            out.append(pid)
+        return out
+
+    def reap(self, timeout: float = 35.0) -> bool:
+        """Stop :meth:`strays`: SIGTERM their parents (keepalived gives its VIPs up and
+        sends priority 0), SIGKILL what is left after ``timeout``. After a SIGKILL the
+        virtual addresses of our configuration file are removed here. True when some
+        were found."""
+        with self._lock:
+            pids = self.strays()
+            if not pids:
+                return False
+            ppid = {p: _ppid(p) for p in pids}
+            tops = [p for p in pids if ppid[p] not in ppid]
+            log.warning("stopping keepalived left by an earlier agent (pids %s, netns %s)",
+                        " ".join(map(str, sorted(pids))), self.netns)
+            for p in tops:
+                _kill(p, _signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and any(_alive(p) for p in pids):
+                time.sleep(0.02)
+            left = [p for p in pids if _alive(p)]
+            if left:
+                log.warning("keepalived %s did not stop: killed", left)
+                for p in left:
+                    _kill(p, _signal.SIGKILL)
+                end = time.monotonic() + 5
+                while time.monotonic() < end and any(_alive(p) for p in left):
+                    time.sleep(0.02)
+                self._remove_vips_of(self._file_text())
+            return True
+
+    def _file_text(self) -> str:
+        try:
+            return self.conf_path.read_text()
+        except OSError:
+            return ""
+
+    def _remove_vips_of(self, text: str) -> None:
+        """Take the virtual addresses of the keepalived.conf ``text`` off its interfaces
+        (a keepalived killed with SIGKILL leaves them behind)."""
+        lines = []
+        for ifname, vip in configured_vips(text):
+            plen = 128 if ":" in vip else 32
+            lines.append(f"addr del {vip}/{plen} dev {ifname}")
+        if lines:
+            cmd = ["ip"] + (["-n", self.netns] if self.netns else []) + ["-force", "-batch", "-"]
+            subprocess.run(cmd, input="\n".join(lines) + "\n", capture_output=True, text=True)
 
     # ------------------------------------------------------------------ internals
     def _start(self) -> None:
@@ -257,3 +334,47 @@ class Keepalived:
             deadline = time.monotonic() + 2
             while Path(f"/proc/{v}").exists() and time.monotonic() < deadline:
                 time.sleep(0.01)
+
+
+def configured_vips(text: str) -> list[tuple[str, str]]:
+    """``(interface, virtual address)`` of every instance of a keepalived.conf rendered by
+    :mod:`agent.backends.vrrp.render`."""
+    out: list[tuple[str, str]] = []
+    ifname: str | None = None
+    in_vips = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("vrrp_instance "):
+            ifname, in_vips = None, False
+        elif line.startswith("interface ") and not in_vips:
+            ifname = line.split()[1]
+        elif line.startswith("virtual_ipaddress"):
+            in_vips = True
+        elif in_vips and line == "}":
+            in_vips = False
+        elif in_vips and line and ifname is not None:
+            out.append((ifname, line.split()[0].split("/")[0]))
+    return out
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    """``pid`` exists and is no zombie (nobody may reap a process that is not our child)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass

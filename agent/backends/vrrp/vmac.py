@@ -4,9 +4,11 @@ The design measured in FACTS.md: a macvlan in mode **private** carrying the virt
 MAC on top of the LAN interface, IPv6 address generation off (``addrgenmode none``, set
 after creation) so the two routers never share a link-local address, ``arp_ignore=1`` on
 the macvlan and ``arp_ignore=1`` / ``arp_announce=2`` on the parent so that only the master,
-which holds the VIP on its macvlan, ever answers ARP with the virtual MAC. Before a
-macvlan is first brought up it gets its egress filter (:mod:`agent.backends.vrrp.egress`):
-the backup never sends a frame with the virtual MAC.
+which holds the VIP on its macvlan, ever answers ARP with the virtual MAC, and
+``accept_local=1`` on the macvlan (an owner advertises from the address the backup holds
+as a VIP while it is master). Before a macvlan is first brought up it gets its egress
+filter (:mod:`agent.backends.vrrp.egress`): the backup never sends a frame with the
+virtual MAC.
 """
 
 from __future__ import annotations
@@ -159,7 +161,8 @@ def set_sysctls(netns: str | None, values: dict[str, str]) -> None:
 def arp_sysctls(parents: Iterable[str], vmacs: Iterable[str],
                 ipv6: Iterable[str] = ()) -> dict[str, str]:  # noqa: D401
     """The ARP settings of the design: the parent never answers for the VIP with its own
-    MAC, the macvlan never answers for the parent's addresses with the virtual MAC.
+    MAC, the macvlan never answers for the parent's addresses with the virtual MAC; the
+    macvlan accepts packets whose source is one of its own addresses (an owner's adverts).
 
     The IPv6 macvlans (``ipv6``, among ``vmacs``) neither solicit nor accept router
     advertisements: an RA would give them SLAAC addresses and a default route through
@@ -171,6 +174,12 @@ def arp_sysctls(parents: Iterable[str], vmacs: Iterable[str],
     for m in vmacs:
         out[f"net/ipv4/conf/{m}/arp_ignore"] = "1"
         out[f"net/ipv4/conf/{m}/arp_announce"] = "2"
+        # the owner advertises from its own address, which the backup holds as a VIP
+        # while it is master: without accept_local the backup's kernel drops those
+        # adverts (local source address) and both stay master for good (measured: the
+        # advert is received on the macvlan, keepalived's interface; the parent's
+        # accept_local does not help)
+        out[f"net/ipv4/conf/{m}/accept_local"] = "1"
         out[f"net/ipv6/conf/{m}/accept_dad"] = "0"  # the random link-local is usable at once
     for m in ipv6:
         out[f"net/ipv6/conf/{m}/accept_ra"] = "0"
