@@ -3,9 +3,10 @@
     python3 tools/bench_vrrp.py [--runs 5] [--scale 250]
 
 Prints: failover time at 0.1 s adverts (VRRPv3) as a ratio to RFC 5798's
-Master_Down_Interval; edit-config → steady state latency (backup and master);
-1,000 instances (250 VRIDs on each of 4 LAN interfaces) in one edit-config → all in
-steady state.
+Master_Down_Interval; vrrp-new-master-event at an ncclient client after the virtual IP
+appeared on the new master (two agent processes over SSH); edit-config → steady state
+latency (backup and master); 1,000 instances (250 VRIDs on each of 4 LAN interfaces) in
+one edit-config → all in steady state.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,6 +67,19 @@ def bench_failover(schema, runs: int) -> None:  # noqa: ANN001
               f"median {med * 1000:.0f} ms, max {max(gaps) * 1000:.0f} ms over {runs} runs; "
               f"Master_Down_Interval {mdi * 1000:.0f} ms; ratio median {med / mdi:.2f}, "
               f"max {max(gaps) / mdi:.2f} (target ≤ 1.1)")
+
+
+def bench_notify(runs: int) -> None:
+    """The end-to-end measurement of tests/test_vrrp_notify_latency.py, ``runs`` failovers."""
+    from test_vrrp_netconf import routers
+    from test_vrrp_notify_latency import failovers, summary
+
+    two_agents = contextmanager(routers.__wrapped__)  # the test's fixture, as a context
+    with tempfile.TemporaryDirectory() as d, two_agents(Path(d)) as (lab, nss, agents):
+        rounds = failovers(lab, lab.namespaces[0], nss, agents, rounds=runs)
+    for r in rounds:
+        print("  " + r.line())
+    print(summary(rounds))
 
 
 def bench_edit_latency(schema, runs: int) -> None:  # noqa: ANN001
@@ -149,11 +165,13 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--scale", type=int, default=250, help="VRIDs per LAN interface")
-    ap.add_argument("--only", choices=["failover", "latency", "scale"])
+    ap.add_argument("--only", choices=["failover", "notify", "latency", "scale"])
     a = ap.parse_args()
     schema = Schema.load()
     if a.only in (None, "failover"):
         bench_failover(schema, a.runs)
+    if a.only in (None, "notify"):
+        bench_notify(a.runs)
     if a.only in (None, "latency"):
         bench_edit_latency(schema, a.runs)
     if a.only in (None, "scale"):
