@@ -172,11 +172,34 @@ def test_fifo_lines_drive_history():
     assert len(published) == 1
 
 
-def _index_with(key):
+def test_master_timeout_is_not_taken_for_preemption():
+    """A higher-priority backup whose lower-priority master went silent takes over
+    Master_Down_Interval after the last advert: no-response, even when the watcher
+    timestamped that advert late (the margin to Master_Down_Interval is ~2 ms at 0.1 s
+    adverts); with preemption off, a recent lower advert never means preempted."""
+    from agent.backends.vrrp.configured import build_index
+
+    key = ("eth0", 4, 7)
+    for preempt, rx_age, want in ((True, 0.3185, "no-response"), (True, 0.05, "preempted"),
+                                  (False, 0.05, "no-response")):
+        counters = Counters()
+        tracker = EventTracker(lambda: build_index(None), lambda c=counters: c,
+                               lambda key: "10.0.0.1", lambda c, t: None)
+        tracker.on_line('INSTANCE "VI_eth0_4_7" BACKUP 200', 1000.0)
+        msg = vrrp_message(family=4, src="10.0.0.2", vrid=7, priority=100, addresses=[],
+                           interval_cs=10)
+        counters.count("eth0", IpPacket(4, "10.0.0.2", "224.0.0.18", 255, msg),
+                       _index_with(key, priority=200, preempt=preempt), 1001.0)
+        tracker.index = lambda p=preempt: _index_with(key, priority=200, preempt=p)
+        tracker.on_line('INSTANCE "VI_eth0_4_7" MASTER 200', 1001.0 + rx_age)
+        assert tracker.histories[key].new_master_reason == want, (preempt, rx_age)
+
+
+def _index_with(key, priority: int = 100, preempt: bool = True):
     from agent.backends.vrrp.configured import ConfigIndex, InstanceConfig
 
     ifname, fam, vrid = key
-    return ConfigIndex({key: InstanceConfig(ifname, fam, vrid, 3, 100, 100, True, 0,
+    return ConfigIndex({key: InstanceConfig(ifname, fam, vrid, 3, 100, priority, preempt, 0,
                                             frozenset(), False)})
 
 

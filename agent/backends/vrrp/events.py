@@ -194,9 +194,15 @@ class EventTracker:
         if rx is None or rx.priority == 0:
             return "no-response", "vrrp-event-master-timeout"
         prio = inst.priority if inst is not None else 100
-        mdi_cs, _ = master_down_interval_cs(inst.version if inst else 3,
-                                            rx.interval_cs / 100, prio)
-        if now - rx.time < mdi_cs / 100 and rx.priority < prio:
+        preempt = inst.preempt if inst is not None else True
+        # Preemption follows a lower-priority advert at once (or after the hold-time, while
+        # the lower master keeps advertising every interval): the last advert is at most
+        # one interval old. A master timeout comes Master_Down_Interval (3 intervals +
+        # skew) after it. Two intervals splits them with a whole interval of margin either
+        # way: comparing with Master_Down_Interval itself left ~2 ms at 0.1 s adverts, and
+        # scheduling delays of the packet watcher turned timeouts into "preempted".
+        interval = rx.interval_cs / 100
+        if preempt and rx.priority < prio and now - rx.time < 2 * interval:
             hold = inst.hold_time if inst is not None else 0
             return "preempted", ("vrrp-event-preempt-hold-timeout" if hold
                                  else "vrrp-event-lower-priority-master")
