@@ -28,12 +28,16 @@ def load_limits(path: Path | None) -> Limits:
     with open(path, "rb") as f:
         cfg = tomllib.load(f)
     nc = cfg.get("netconf", {})
-    unknown = set(nc) - {"max-message-size", "hello-timeout", "max-sessions"}
+    unknown = set(nc) - {"max-message-size", "hello-timeout", "max-sessions",
+                         "replay-log-size", "replay-log-bytes", "replay-log-age"}
     if unknown:
         raise ValueError(f"unknown settings in [netconf]: {', '.join(sorted(unknown))}")
     limits.max_message_size = int(nc.get("max-message-size", limits.max_message_size))
     limits.hello_timeout = float(nc.get("hello-timeout", limits.hello_timeout))
     limits.max_sessions = int(nc.get("max-sessions", limits.max_sessions))
+    limits.replay_log_size = int(nc.get("replay-log-size", limits.replay_log_size))
+    limits.replay_log_bytes = int(nc.get("replay-log-bytes", limits.replay_log_bytes))
+    limits.replay_log_age = float(nc.get("replay-log-age", limits.replay_log_age))
     return limits
 
 

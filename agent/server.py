@@ -31,6 +31,10 @@ class Limits:
     max_message_size: int = 16 * 2**20
     hello_timeout: float = 30.0
     max_sessions: int = 64
+    # RFC 5277 replay log of stream NETCONF (0 entries or bytes: no replay; age 0: no limit)
+    replay_log_size: int = 10_000
+    replay_log_bytes: int = 64 * 2**20
+    replay_log_age: float = 0.0
 
 
 @dataclass

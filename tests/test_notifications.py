@@ -176,11 +176,12 @@ def test_config_edits_lists_topmost_changes(schema):
 
 def test_subscription_ends_with_the_session(server):
     a, b = LocalClient(server), LocalClient(server)
+    base = len(server.bus._listeners)  # the replay log's own listener
     assert ok(a.rpc(SUBSCRIBE))
-    assert len(server.bus._listeners) == 1
+    assert len(server.bus._listeners) == base + 1
     assert ok(a.rpc("<close-session/>"))
     assert a.closed and server.notifications.subscriptions == {}
-    assert server.bus._listeners == {}
+    assert len(server.bus._listeners) == base
     assert ok(b.edit(iface("eth0")))  # nobody subscribed: nothing computed, nothing sent
     assert a.out.next_message() is None
 
@@ -220,7 +221,6 @@ def test_capabilities_advertised(agent):
     [
         ("<stream>NOPE</stream>", "invalid-value", "stream"),
         ("<stopTime>2020-01-01T00:00:00Z</stopTime>", "missing-element", "startTime"),
-        ("<startTime>2020-01-01T00:00:00Z</startTime>", "operation-failed", None),
         ("<startTime>2999-01-01T00:00:00+02:00</startTime>", "bad-element", "startTime"),
         ("<startTime>2020-01-02T00:00:00Z</startTime><stopTime>2020-01-01T00:00:00Z"
          "</stopTime>", "bad-element", "stopTime"),
