@@ -53,6 +53,20 @@ def fresh(agent):
     return agent
 
 
+@pytest.fixture
+def c(fresh):
+    """A raw-client session on a fresh agent."""
+    with fresh.raw() as client:
+        yield client
+
+
+@pytest.fixture
+def c2(fresh):
+    """A second raw-client session on the same fresh agent."""
+    with fresh.raw() as client:
+        yield client
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):  # noqa: ANN001, ANN201 - pytest hook
     """When a test that uses a VRRP lab (``tests/vrrplab.py``) fails, attach the tail of

@@ -115,18 +115,6 @@ def startup_files(agent) -> list[str]:
     return sorted(n for n in os.listdir(agent.state_dir) if "startup" in n)
 
 
-@pytest.fixture
-def c(fresh):
-    with fresh.raw() as client:
-        yield client
-
-
-@pytest.fixture
-def c2(fresh):
-    with fresh.raw() as client:
-        yield client
-
-
 # ====================================================================== candidate
 def test_candidate_edit_then_commit(c):
     assert_ok(edit(c, BASE))

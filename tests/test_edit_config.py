@@ -196,12 +196,6 @@ def with_app_tag(errs: list[etree._Element], app_tag: str) -> etree._Element:
 
 # ---------------------------------------------------------------------- fixtures
 @pytest.fixture
-def c(fresh):
-    with fresh.raw() as client:
-        yield client
-
-
-@pytest.fixture
 def b(c):
     """A client on an agent whose running holds BASE."""
     assert_ok(edit(c, BASE))

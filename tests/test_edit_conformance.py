@@ -40,18 +40,6 @@ YANG = "urn:ietf:params:xml:ns:yang:1"
 
 
 @pytest.fixture
-def c(fresh):
-    with fresh.raw() as client:
-        yield client
-
-
-@pytest.fixture
-def c2(fresh):
-    with fresh.raw() as client:
-        yield client
-
-
-@pytest.fixture
 def b(c):
     """A client on an agent whose running holds BASE."""
     assert_ok(edit(c, BASE))
