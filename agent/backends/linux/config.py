@@ -142,14 +142,20 @@ class LinuxConfig:
                   ) -> tuple[dict[str, intent.IfIntent], dict[str, intent.IfIntent]]:
         """Intents (old, new) of the changed interfaces, plus what planning them reads:
         the lower chains of the macvlans among them, and the macvlans stacked on a
-        changed macvlan (their base interface may change with it), transitively."""
+        changed macvlan (their base interface may change with it) or on an interface
+        whose configured MTU changes (the kernel may lower theirs and reset their IPv6
+        MTU: the plan re-applies it), transitively."""
         o = intent.parse(old, changed)
         n = intent.parse(new, changed)
 
         def macvlan(name: str) -> bool:
             return any(it is not None and it.macvlan for it in (o.get(name), n.get(name)))
 
-        down = {name for name in changed if macvlan(name)}
+        def mtu_changes(name: str) -> bool:  # the kernel lowers the links stacked on it
+            a, b = o.get(name), n.get(name)
+            return (a.mtu if a else None) != (b.mtu if b else None)
+
+        down = {name for name in changed if macvlan(name) or mtu_changes(name)}
         while down:
             more = {m for name in down for m in intent.macvlans_on(new, name)} - set(n)
             o.update(intent.parse(old, more))

@@ -9,6 +9,12 @@ Values a commit changes on an existing link (MTU, admin state, alias) are rememb
 as they were (:mod:`~agent.backends.linux.originals`, staged in the result, kept by
 the caller once applied) and given back when their configuration is deleted.
 
+A link MTU the plan lowers lowers the links stacked on it and resets their IPv6 MTU:
+their configured IPv6 MTU is written again by the same plan (config.py plans the
+configured macvlans stacked on an interface whose MTU changes; one above the new link
+MTU is a warning, unless that interface is in the edit: the kernel refuses it), and a
+configured macvlan MTU above its lower's, as the plan leaves it, is refused.
+
 Stages: delete addresses/neighbours → delete macvlans → create macvlans (lower
 first) → link attributes (lower MTUs first) → sysctls → add addresses/neighbours.
 
@@ -370,7 +376,8 @@ class Planner:
         self.undo = undo
         self.originals = originals
         self.out = PlanResult()
-        # (key, value, path, link created by this plan, write even if equal, "default"?)
+        # (key, value, path, link created by this plan, write even if equal,
+        # "default" | "link-mtu": value resolved when flushed)
         self._sysctl_todo: list[tuple[str, str, str, bool, bool, str]] = []
         self._deleting: list[str] = []  # macvlans to delete
         self._mtu_changed: dict[str, int] = {}  # links whose MTU this plan sets → MTU
@@ -379,6 +386,12 @@ class Planner:
         # (link, new MTU or None for an admin state change, the undo list to complete)
         self._side: list[tuple[R.Link, int | None, list[Action]]] = []
         self._stack_maps: tuple[dict[int, R.Link], dict[int, list[R.Link]]] | None = None
+        # IPv6 MTU keys of the links the kernel lowers with a lower this plan lowers (it
+        # resets them to the new link MTU): a configured value is written again
+        self._mtu6_reset: set[str] = set()
+        self._new: dict[str, IfIntent] = {}
+        self._fate: dict[str, str] = {}
+        self._strict: set[str] = set()
 
     # -------------------------------------------------------------- helpers
     def act(self, a: Action) -> None:
@@ -412,6 +425,7 @@ class Planner:
     def plan(self, old: dict[str, IfIntent], new: dict[str, IfIntent],
              strict: set[str]) -> PlanResult:
         fate = self._link_fates(new, strict)
+        self._new, self._fate, self._strict = new, fate, strict
         for name, it in old.items():
             if name not in new:
                 self._removed(it)
@@ -428,6 +442,7 @@ class Planner:
             self._addresses(it, prev, existing)
             self._neighbors(it, prev, existing)
             self._sysctls(it, prev, existing)
+        self._stacked(strict)
         self._flush_deletes()
         self._flush_side_effects()
         self._flush_sysctls()
@@ -678,6 +693,57 @@ class Planner:
             self._set(name, f"set {name} {'up' if it.enabled else 'down'}", ("if:enabled",),
                       order=3, undo_kw={"up": k.up}, up=it.enabled)
 
+    # -------------------------------------------------------------- stacked links
+    def _final_mtu(self, name: str, depth: int = 0) -> int | None:
+        """The MTU link ``name`` has once the plan is applied (None: unknown, no link):
+        the one the plan sets or creates it with, or a stacked link's own but at most
+        its lower's (the kernel lowers it along)."""
+        if name in self._mtu_changed:
+            return self._mtu_changed[name]
+        f = self._fate.get(name)
+        it = self._new.get(name) if f else None
+        if it is not None and it.mtu is not None:
+            return it.mtu
+        k = self.k.links.get(name)
+        if it is not None and it.macvlan:
+            lower = it.lower
+        else:
+            lower = self.lower_name(k) if k is not None and k.kind in STACKED else None
+        lo = self._final_mtu(lower, depth + 1) if lower and depth < MAX_DEPTH else None
+        if k is None or f in ("create", "recreate"):
+            return lo
+        return k.mtu if lo is None else min(k.mtu, lo)
+
+    def _stacked(self, strict: set[str]) -> None:
+        """A link MTU change and the links stacked on it: a configured macvlan MTU the
+        kernel accepts now but would lower with its lower (whose MTU the plan lowers
+        under it) is refused (one above its lower's MTU now: the kernel refuses it); the
+        IPv6 MTU of the links the kernel lowers along (reset to their new MTU) is written
+        again where configured (:meth:`_flush_sysctls`; its undo, and the stacked links'
+        MTU restore, come from :meth:`_flush_side_effects`)."""
+        for name, it in self._new.items():
+            if not (it.macvlan and it.mtu is not None and it.lower and name in self._fate):
+                continue
+            k = self.k.links.get(it.lower)
+            if k is None or self._fate.get(it.lower) in ("create", "recreate"):
+                continue
+            lo = self._final_mtu(it.lower)
+            if lo is None or not lo < it.mtu <= k.mtu:
+                continue
+            chain, cur = {name}, it.lower
+            while cur and cur not in chain:
+                chain.add(cur)
+                up = self._new.get(cur)
+                cur = up.lower if up is not None and up.macvlan else None
+            self.refuse_or_skip(bool(chain & strict), name,
+                                f"macvlan {name}: MTU {it.mtu} is above the MTU {lo} of its "
+                                f"lower interface {it.lower}", ("ip:ipv4", "ip:mtu"))
+        for name, mtu in self._mtu_changed.items():
+            link = self.k.links.get(name)
+            if link is not None and self._fate.get(name) != "create":
+                self._mtu6_reset.update(v6key(c.name, "mtu")
+                                        for c in self._stacked_lowered(link, mtu))
+
     # -------------------------------------------------------------- kernel side effects
     def _stacking(self) -> tuple[dict[int, R.Link], dict[int, list[R.Link]]]:
         """Every link by index, and the links stacked on each (index → links)."""
@@ -864,11 +930,8 @@ class Planner:
         for key, (_val, path) in before.items():
             if key in want:
                 continue
-            if key.endswith("/mtu"):  # back to the link MTU (the one this plan sets)
-                link = self.k.links.get(it.name)
-                restore = str(it.mtu or self._mtu_changed.get(it.name)
-                              or (link.mtu if link else 0))
-                self._sysctl_todo.append((key, restore, path, False, False, ""))
+            if key.endswith("/mtu"):  # back to the link MTU (as this plan leaves it)
+                self._sysctl_todo.append((key, "", path, False, False, "link-mtu"))
             else:
                 self._sysctl_todo.append((key, "", path, False, False, "default"))
 
@@ -884,6 +947,20 @@ class Planner:
                 val = cur.get(default_key(key)) or ""
                 if not val:
                     continue
+            elif mode == "link-mtu":
+                val = str(self._final_mtu(key.split("/")[3]) or "")
+                if not val:
+                    continue
+            if key in self._mtu6_reset and val.isdigit():
+                name = key.split("/")[3]
+                mtu = self._final_mtu(name)
+                if mtu is not None and int(val) > mtu and name not in self._strict:
+                    # (in the edit: written, the kernel refuses it, the commit fails)
+                    self.out.warnings.append(
+                        f"IPv6 MTU {val} of {name} is above its MTU {mtu} (lowered with "
+                        "its lower interface's)")
+                    continue
+                force = True
             # a link created by this plan starts from the namespace defaults
             now = cur.get(default_key(key)) if new_link else cur.get(key)
             if now == val and not force:
