@@ -304,7 +304,7 @@ def test_rollback_of_delete_and_lower_mtu_together(env):
               macvlan("mv1", body=v6("<mtu>1450</mtu>")))
     assert ok(r := env.edit(cfg)), errors(r)
     before = snapshot(env, ["eth0", "mv0", "mv1"])
-    fail_commit(env, ifs(eth("eth0", v4("<mtu>1350</mtu>")), deleted("mv0")))
+    fail_commit(env, ifs(eth("eth0", v4("<mtu>1460</mtu>")), deleted("mv0")))
     assert_same(before, snapshot(env, ["eth0", "mv0", "mv1"]))
 
 

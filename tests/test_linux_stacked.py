@@ -6,8 +6,6 @@ commit still leaves the kernel exactly as before; in real network namespaces."""
 
 from __future__ import annotations
 
-import logging
-
 import pytest
 from inproc import errors, ok
 from nslab import Lab
@@ -94,11 +92,11 @@ def test_failed_commit_after_lowering_restores_everything(env):
     assert_same(before, snapshot(env, names))
 
 
-def test_stacked_ipv6_mtu_above_new_link_mtu(env, caplog):
+def test_stacked_ipv6_mtu_above_new_link_mtu(env):
     """mv1's configured IPv6 MTU 1450 cannot be held once eth0 (and mv1 with it) is at
-    1400: with mv1 in the edit the commit fails naming it, and nothing changed; with mv1
-    not in the edit it is a warning (like other interfaces outside the edit the kernel
-    cannot hold), the other macvlans still get theirs at once."""
+    1400: with mv1 in the edit the kernel refuses the write and the commit fails naming
+    it; with mv1 not in the edit the plan refuses the commit, naming mv1's IPv6 MTU (the
+    edit would leave running saying what the kernel cannot hold); nothing changes."""
     stacked(env)
     assert ok(r := env.edit(ifs(macvlan("mv1", mode="bridge", body=v6("<mtu>1450</mtu>")))))
     names = ["eth0", *MV]
@@ -110,11 +108,17 @@ def test_stacked_ipv6_mtu_above_new_link_mtu(env, caplog):
         "sysctl net.ipv6.conf.mv1.mtu=1450: Invalid argument"), errs
     assert errs[0]["error-path"] == "/if:interfaces/if:interface[if:name='mv1']/ip:ipv6/ip:mtu"
     assert_same(before, snapshot(env, names))
-    with caplog.at_level(logging.WARNING, logger="agent.linux"):
-        assert ok(r := env.edit(ifs(eth("eth0", v4("<mtu>1400</mtu>"))))), errors(r)
+    r = env.edit(ifs(eth("eth0", v4("<mtu>1400</mtu>"))))
+    errs = errors(r)
+    assert len(errs) == 1 and errs[0]["error-tag"] == "operation-failed", errs
+    assert errs[0]["error-message"] == ("IPv6 MTU 1450 of mv1 would be above its MTU 1400 "
+                                        "(lowered with its lower interface's)"), errs
+    assert errs[0]["error-path"] == "/if:interfaces/if:interface[if:name='mv1']/ip:ipv6/ip:mtu"
+    assert_same(before, snapshot(env, names))
+    # with mv1's IPv6 MTU brought down in the same edit, the commit goes through
+    assert ok(r := env.edit(ifs(eth("eth0", v4("<mtu>1400</mtu>")),
+                                macvlan("mv1", mode="bridge", body=v6("<mtu>1400</mtu>")))))
     assert mtus(env) == {"mv0": (1400, "1300"), "mv1": (1400, "1400"), "mv2": (1400, "1280")}
-    assert "linux: IPv6 MTU 1450 of mv1 is above its MTU 1400 (lowered with its lower " \
-           "interface's) (configuration kept, not applied)" in caplog.messages
 
 
 def test_macvlan_mtu_above_lower_refused(env):

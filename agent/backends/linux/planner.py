@@ -955,11 +955,14 @@ class Planner:
                 name = key.split("/")[3]
                 mtu = self._final_mtu(name)
                 if mtu is not None and int(val) > mtu and name not in self._strict:
-                    # (in the edit: written, the kernel refuses it, the commit fails)
-                    self.out.warnings.append(
-                        f"IPv6 MTU {val} of {name} is above its MTU {mtu} (lowered with "
-                        "its lower interface's)")
-                    continue
+                    # the edit lowers the lower interface under a configuration it leaves
+                    # in place: refused, like a configured macvlan MTU it would cut (in
+                    # the edit, the kernel refuses the write and the commit fails alike)
+                    raise RpcError(
+                        "operation-failed",
+                        f"IPv6 MTU {val} of {name} would be above its MTU {mtu} (lowered "
+                        "with its lower interface's)",
+                        path=if_path(name, "ip:ipv6", "ip:mtu"), path_ns=PATH_NS)
                 force = True
             # a link created by this plan starts from the namespace defaults
             now = cur.get(default_key(key)) if new_link else cur.get(key)
