@@ -343,12 +343,14 @@ class ArpCapture:
         self.lab, self.ns, self.ifname = lab, ns, ifname
         self.frames: list[dict] = []
 
+    script = _ARP_CAPTURE
+
     def __enter__(self) -> ArpCapture:
         import subprocess
         import sys
 
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.ns, sys.executable, "-c", _ARP_CAPTURE, self.ifname],
+            ["ip", "netns", "exec", self.ns, sys.executable, "-c", self.script, self.ifname],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None and self.proc.stdout.readline().strip() == "ready"
         return self
@@ -357,6 +359,45 @@ class ArpCapture:
         time.sleep(0.2)  # the last answers are on their way
         out, _ = self.proc.communicate("\n", timeout=10)
         self.frames = [json.loads(ln) for ln in out.splitlines() if ln.strip()]
+
+
+_ND_CAPTURE = r'''
+import json, select, socket, struct, sys
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x86DD))
+s.bind((sys.argv[1], 0x86DD))
+print("ready", flush=True)
+def mac(b): return ":".join(f"{x:02x}" for x in b)
+def ip6(b): return socket.inet_ntop(socket.AF_INET6, b)
+while True:
+    r, _, _ = select.select([s, sys.stdin], [], [])
+    if sys.stdin in r:
+        break
+    f, addr = s.recvfrom(2048)
+    if len(f) < 78 or f[20] != 58 or f[54] not in (135, 136):
+        continue
+    plen = int.from_bytes(f[18:20], "big")
+    icmp = f[54:54 + plen]
+    data = f[22:54] + struct.pack("!I3xB", plen, 58) + icmp + b"\0" * (plen % 2)
+    t = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while t >> 16:
+        t = (t >> 16) + (t & 0xFFFF)
+    opts, lladdr = icmp[24:], None
+    while len(opts) >= 8 and opts[1]:
+        if opts[0] in (1, 2):
+            lladdr = mac(opts[2:8])
+        opts = opts[8 * opts[1]:]
+    print(json.dumps({"src": mac(f[6:12]), "type": f[54], "ipsrc": ip6(f[22:38]),
+                      "target": ip6(icmp[8:24]), "lladdr": lladdr, "csum_ok": t == 0xFFFF,
+                      "outgoing": addr[2] == socket.PACKET_OUTGOING}), flush=True)
+'''
+
+
+class NdCapture(ArpCapture):
+    """Neighbor solicitations / advertisements seen on ``ifname`` in ``ns``: frames
+    ``[{"src", "type", "ipsrc", "target", "lladdr", "csum_ok", "outgoing"}]``
+    (``lladdr``: the source / target link-layer address option's, else None)."""
+
+    script = _ND_CAPTURE
 
 
 _ARP_SEND = r'''
@@ -378,6 +419,26 @@ def send_arp(lab: Lab, ns: str, ifname: str, *, op: int, sha: str, spa: str, tpa
 
     lab.run(ns, sys.executable, "-c", _ARP_SEND, ifname, src or sha, str(op), sha, spa, tha,
             tpa)
+
+
+_NA_SEND = r'''
+import socket, struct, sys
+ifname, target, tlla = sys.argv[1:]
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, socket.if_nametoindex(ifname))
+na = (struct.pack("!BBHI", 136, 0, 0, 0x20000000) + socket.inet_pton(socket.AF_INET6, target)
+      + b"\x02\x01" + bytes.fromhex(tlla.replace(":", "")))
+s.sendto(na, ("ff02::1", 0, 0, socket.if_nametoindex(ifname)))
+'''
+
+
+def send_na(lab: Lab, ns: str, ifname: str, target: str, tlla: str) -> None:
+    """Send one unsolicited neighbor advertisement (override flag, TLLA option) to ff02::1
+    from ``ifname`` in ``ns`` (the kernel fills the checksum)."""
+    import sys
+
+    lab.run(ns, sys.executable, "-c", _NA_SEND, ifname, target, tlla)
 
 
 def keepalived_pids(conf: Path) -> set[int]:

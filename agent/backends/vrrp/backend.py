@@ -48,7 +48,7 @@ class Desired:
     instances: dict[tuple[str, int, int], VrrpInstance]
     text: str
     prefixes: set[str]
-    # parent → {IPv4 VIP that is one of its own addresses: VRID} (owner ARP filter)
+    # parent → {VIP that is one of its own addresses: VRID} (owner ARP / ND filter)
     owned: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
@@ -69,7 +69,8 @@ class VrrpBackend:
         self._checked_header: str | None = None  # header of the blocks ``keepalived -t`` passed
         self._checked: dict[tuple[str, int, int], str] = {}  # those blocks, by instance
         self._filters: dict[str, tuple[str, ...]] = {}  # macvlan → VIPs its filter lets out
-        self._owner_filters: dict[str, dict[str, int]] = {}  # parent → its owner filter's VIPs
+        # parent → its owner filter's VIPs and IPv6 solicitation source
+        self._owner_filters: dict[str, tuple[dict[str, int], str | None]] = {}
         self._converged = False  # set once this agent converged (macvlans of an earlier
         # agent: sysctls and filters checked once)
         self._commit: int | None = None  # configured.begin_commit token of the last apply
@@ -128,15 +129,18 @@ class VrrpBackend:
 
     @staticmethod
     def _owned(cfg: model.VrrpConfig) -> dict[str, dict[str, int]]:
-        """parent → {owned IPv4 VIP: VRID}: the VIPs that are the parent's own addresses."""
+        """parent → {owned VIP: VRID}: the VIPs that are the parent's own addresses (an
+        IPv6 owner's link-local VIP too: it may be the parent's kernel-made link-local, and
+        the filter changes nothing about an address the parent does not have)."""
         out: dict[str, dict[str, int]] = {}
         for inst in cfg.instances.values():
             ic = cfg.interfaces.get(inst.ifname)
-            if inst.family != 4 or not inst.is_owner or ic is None:
+            if not inst.is_owner or ic is None:
                 continue
-            own = {str(ipaddress.ip_interface(a).ip) for a in ic.ipv4}
+            own = {str(ipaddress.ip_interface(a).ip)
+                   for a in (ic.ipv4 if inst.family == 4 else ic.ipv6)}
             for v in inst.vips:
-                if v in own:
+                if v in own or (inst.family == 6 and ipaddress.IPv6Address(v).is_link_local):
                     out.setdefault(inst.ifname, {})[v] = inst.vrid
         return out
 
@@ -230,16 +234,34 @@ class VrrpBackend:
 
     def _set_owner_filters(self, owned: Mapping[str, dict[str, int]],
                            all_links: Mapping[str, dict]) -> None:
-        """The parents' owner ARP filters (:mod:`egress`), where the owned VIPs changed
-        (everywhere after an agent start)."""
-        todo = {p: vips for p, vips in owned.items() if p in all_links
-                and (not self._converged or self._owner_filters.get(p) != vips)}
+        """The parents' owner ARP / ND filters (:mod:`egress`), where the owned VIPs or the
+        solicitations' replacement source changed (everywhere after an agent start)."""
+        want = {p: (dict(vips), self._source6(all_links[p]["index"], vips))
+                for p, vips in owned.items() if p in all_links}
+        todo = {p: w for p, w in want.items()
+                if not self._converged or self._owner_filters.get(p) != w}
         if not todo:
             return
         egress.tc_batch(self.netns, [ln for p in sorted(todo) for ln in egress.owner_lines(p)])
-        for parent, vips in sorted(todo.items()):
-            egress.attach_owner(self.netns, all_links[parent]["index"], vips)
-            self._owner_filters[parent] = dict(vips)
+        for parent, (vips, source6) in sorted(todo.items()):
+            egress.attach_owner(self.netns, all_links[parent]["index"], vips, source6)
+            self._owner_filters[parent] = (vips, source6)
+
+    def _source6(self, index: int, vips: Mapping[str, int]) -> str | None:
+        """The address the parent's neighbor solicitations from an owned IPv6 VIP go out
+        from instead (:mod:`egress`): its link-local, else another address of its own,
+        that no instance owns; None without IPv6 VIPs or such an address."""
+        if not any(":" in v for v in vips):
+            return None
+        try:
+            have = [(a.get_attr("IFA_ADDRESS"), a["scope"])
+                    for a in self.ipr().get_addr(index=index, family=10)]
+        except Exception:  # pragma: no cover - no kernel view: solicitations unchanged
+            log.exception("reading IPv6 addresses of link %s failed", index)
+            return None
+        mine = [str(ipaddress.IPv6Address(a)) for a, scope in
+                sorted(have, key=lambda h: h[1] != 253) if a and scope in (0, 253)]
+        return next((a for a in mine if a not in vips), None)
 
     def _drop_owner_filters(self, owned: Mapping[str, dict[str, int]],
                             all_links: Mapping[str, dict]) -> None:

@@ -30,8 +30,8 @@ The kernel here has no flower/matchall/gact, so the filter is one classic BPF pr
 macvlan, replaced in place (``tc filter replace``: never a moment without a filter).
 
 A parent interface that owns VIPs (address owner, priority 255) gets a filter of its own,
-an eBPF program that keeps the parent's physical MAC out of the ARP messages about those
-addresses (see "owner ARP" below).
+an eBPF program that keeps the parent's physical MAC out of the ARP and IPv6 neighbor
+discovery messages about those addresses (see "owner ARP" below).
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def tc_batch(netns: str | None, lines: list[str], force: bool = False) -> None:
         raise OSError(f"tc -batch failed: {(p.stderr or p.stdout).strip()}")
 
 
-# ============================================================================ owner ARP
+# ======================================================================= owner ARP / ND
 # An address owner's VIP is the parent's own address: the parent answers ARP for it with
 # the physical MAC beside the macvlan's answer with the virtual MAC, and the owner's own
 # neighbour resolution (ARP requests with the VIP as sender) teaches every host that
@@ -189,6 +189,29 @@ def tc_batch(netns: str | None, lines: list[str], force: bool = False) -> None:
 #   sees the answer), but nobody learns anything about the VIP from it;
 # - anything else: dropped.
 #
+# IPv6 (RFC 5798 §7.3, §8.1.2: the master answers ND for its VIPs with the virtual MAC) is
+# the same, for ICMPv6 right after a plain IPv6 header (next header 58; nothing behind
+# extension headers is looked into) sent by the parent (Ethernet source not the instance's
+# virtual MAC 00:00:5e:00:02:VRID). An owned IPv6 VIP is an owner's VIP among the parent's
+# configured addresses, and its link-local VIP (which may be the parent's own link-local):
+#
+# - neighbor advertisements (solicited or not) whose target is an owned VIP: the target
+#   link-layer address option becomes the virtual MAC; one without options (Linux's answer
+#   to a unicast solicitation) teaches nothing and passes; one whose first option is no
+#   TLLA is dropped;
+# - neighbor solicitations whose source is an owned VIP: the source becomes the parent's
+#   link-local (else another of its addresses no instance owns), the IPv6 analogue of the
+#   ARP probe. The source link-layer address option keeps the parent's MAC: the target
+#   learns it for that other address only, and answers it to the parent, whose pending
+#   neighbour entry (keyed by the target, not by the source) sees the answer. (The virtual
+#   MAC as SLLA would send the answer to the macvlan, like an ARP request with it; source
+#   :: is a DAD probe, which may carry no SLLA and is answered to all nodes.) Without such
+#   an address they go out unchanged.
+#
+# Both checksums are fixed from the difference of the bytes replaced (``bpf_csum_diff``,
+# ``bpf_l4_csum_replace``; the source address is in the ICMPv6 pseudo-header, the MAC is
+# not).
+#
 # Rewriting needs an eBPF program (``bpf_skb_store_bytes``): classic BPF can only accept
 # or drop. It is assembled here, loaded with bpf(2) and attached by netlink
 # (``TCA_BPF_FD``): no compiler, no bpffs. The filter keeps the program alive.
@@ -199,13 +222,16 @@ OWNER_NAME = "vrrp-owner-arp"
 
 _BPF_PROG_LOAD, _BPF_PROG_TYPE_SCHED_CLS = 5, 3
 _NR_BPF = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "ppc64le": 361, "s390x": 351}
-_FUNC_SKB_STORE_BYTES = 9
+_FUNC_SKB_STORE_BYTES, _FUNC_L4_CSUM_REPLACE, _FUNC_SKB_LOAD_BYTES, _FUNC_CSUM_DIFF = 9, 11, 26, 28
+_BPF_F_PSEUDO_HDR = 0x10
 # eBPF opcodes
 _E_MOV_X, _E_MOV_K, _E_ADD_K, _E_OR_K, _E_LSH_K = 0xBF, 0xB7, 0x07, 0x47, 0x67
-_E_LDW, _E_LDH = 0x20, 0x28  # BPF_LD | BPF_ABS (legacy packet access, result in r0)
+_E_LDW, _E_LDH, _E_LDB = 0x20, 0x28, 0x30  # BPF_LD | BPF_ABS (legacy packet access, in r0)
+_E_LDXW_CTX, _E_STX_W, _E_JLT32_K = 0x61, 0x63, 0xA6
 _E_JEQ32_K, _E_JNE32_K, _E_JEQ32_X = 0x16, 0x56, 0x1E  # 32-bit compares (JMP32)
 _E_JA, _E_CALL, _E_EXIT, _E_ST_W, _E_STX_H = 0x05, 0x85, 0x95, 0x62, 0x6B
 _ETH_SRC, _ARP_OP, _ARP_SHA, _ARP_TPA = 6, 14 + 6, 14 + 8, 14 + 24
+_ICMP6_CSUM, _NA_TARGET, _NA_OPT = _ICMP6_TYPE + 2, _ICMP6_TYPE + 8, _ICMP6_TYPE + 24
 
 
 class _EProg:
@@ -245,30 +271,119 @@ class _EProg:
         return bytes(out)
 
 
-def owner_program(owned: Mapping[str, int]) -> bytes:
-    """The parent's eBPF program for ``owned``: owned IPv4 VIP → its instance's VRID.
-    Registers: r6 the skb, r8 the VRID of the VIP found."""
+def _ne_match(p: _EProg, off: int, v6: list[tuple[bytes, int]], tag: str) -> None:
+    """Jump to ``{tag}owned`` with r8 = the VRID and r9 = 0x0200 | VRID (the virtual MAC's
+    last two bytes) if the 16 bytes at ``off`` are an owned IPv6 VIP; else to ``pass``."""
+    for i, (packed, vrid) in enumerate(v6):
+        nxt = f"{tag}next{i}"
+        for w, word in enumerate(struct.unpack("!4I", packed)):
+            p.op(_E_LDW, imm=off + 4 * w)
+            p.op(_E_JNE32_K, 0, off=nxt, imm=word)
+        p.op(_E_MOV_K, 8, imm=vrid)
+        p.op(_E_MOV_K, 9, imm=0x0200 | vrid)
+        p.op(_E_JA, off=f"{tag}owned")
+        p.label(nxt)
+    p.op(_E_JA, off="pass")
+
+
+def _stack_bytes(p: _EProg, stack: int, data: bytes) -> None:
+    """Constant ``data`` (a multiple of 4 bytes) onto the stack at ``fp + stack``."""
+    for i in range(0, len(data), 4):
+        p.op(_E_ST_W, 10, off=stack + i, imm=struct.unpack("<I", data[i:i + 4])[0])
+
+
+def _rewrite(p: _EProg, offset: int, new: int, old: int, length: int, csum_flags: int) -> None:
+    """Replace the ``length`` bytes at ``offset`` by those at ``fp + new`` (``old``: room
+    for the old ones) and fix the ICMPv6 checksum by their difference; drop on failure."""
+    p.op(_E_MOV_X, 1, 6)  # bpf_skb_load_bytes(skb, offset, fp + old, length)
+    p.op(_E_MOV_K, 2, imm=offset)
+    p.op(_E_MOV_X, 3, 10)
+    p.op(_E_ADD_K, 3, imm=old)
+    p.op(_E_MOV_K, 4, imm=length)
+    p.op(_E_CALL, imm=_FUNC_SKB_LOAD_BYTES)
+    p.op(_E_JNE32_K, 0, off="drop", imm=0)
+    p.op(_E_MOV_X, 1, 10)  # bpf_csum_diff(fp + old, length, fp + new, length, 0)
+    p.op(_E_ADD_K, 1, imm=old)
+    p.op(_E_MOV_K, 2, imm=length)
+    p.op(_E_MOV_X, 3, 10)
+    p.op(_E_ADD_K, 3, imm=new)
+    p.op(_E_MOV_K, 4, imm=length)
+    p.op(_E_MOV_K, 5, imm=0)
+    p.op(_E_CALL, imm=_FUNC_CSUM_DIFF)
+    p.op(_E_MOV_X, 7, 0)
+    p.op(_E_MOV_X, 1, 6)  # bpf_skb_store_bytes(skb, offset, fp + new, length, 0)
+    p.op(_E_MOV_K, 2, imm=offset)
+    p.op(_E_MOV_X, 3, 10)
+    p.op(_E_ADD_K, 3, imm=new)
+    p.op(_E_MOV_K, 4, imm=length)
+    p.op(_E_MOV_K, 5, imm=0)
+    p.op(_E_CALL, imm=_FUNC_SKB_STORE_BYTES)
+    p.op(_E_JNE32_K, 0, off="drop", imm=0)
+    p.op(_E_MOV_X, 1, 6)  # bpf_l4_csum_replace(skb, checksum, 0, diff, flags)
+    p.op(_E_MOV_K, 2, imm=_ICMP6_CSUM)
+    p.op(_E_MOV_K, 3, imm=0)
+    p.op(_E_MOV_X, 4, 7)
+    p.op(_E_MOV_K, 5, imm=csum_flags)
+    p.op(_E_CALL, imm=_FUNC_L4_CSUM_REPLACE)
+    p.op(_E_JNE32_K, 0, off="drop", imm=0)
+    p.op(_E_JA, off="pass")
+
+
+def _from_macvlan(p: _EProg, tag: str) -> None:
+    """Jump to ``pass`` if the Ethernet source is the virtual MAC whose last two bytes
+    are in r9 (the macvlan's own frames cross the parent's egress hook too)."""
+    p.op(_E_LDW, imm=_ETH_SRC)
+    p.op(_E_JNE32_K, 0, off=f"{tag}parent", imm=0x00005E00)
+    p.op(_E_LDH, imm=_ETH_SRC + 4)
+    p.op(_E_JEQ32_X, 0, 9, off="pass")
+    p.label(f"{tag}parent")
+
+
+def owner_program(owned: Mapping[str, int], source6: str | None = None) -> bytes:
+    """The parent's eBPF program for ``owned``: owned VIP (IPv4 or IPv6) → its instance's
+    VRID; ``source6``: the parent's address its neighbour solicitations from an owned
+    IPv6 VIP are sent from instead (None: they go out unchanged).
+    Registers: r6 the skb, r8 the VRID of the VIP found, r9 its virtual MAC's last two
+    bytes, r7 a checksum difference."""
+    v4 = sorted((int(ipaddress.IPv4Address(a)), vrid) for a, vrid in owned.items()
+                if ":" not in a)
+    v6 = sorted((ipaddress.IPv6Address(a).packed, vrid) for a, vrid in owned.items()
+                if ":" in a)
     p = _EProg()
     p.op(_E_MOV_X, 6, 1)  # r6 = skb (legacy packet loads need it there)
-    p.op(_E_LDH, imm=12)
-    p.op(_E_JNE32_K, 0, off="pass", imm=_ETH_ARP)
-    p.op(_E_LDW, imm=_ARP_SPA)
-    items = sorted(owned.items())
-    for i, (vip, _) in enumerate(items):
-        p.op(_E_JEQ32_K, 0, off=f"vip{i}", imm=int(ipaddress.IPv4Address(vip)))
+    p.op(_E_LDH, imm=12)  # (the verifier refuses unreachable code: no empty branch)
+    if v6:
+        p.op(_E_JEQ32_K, 0, off="ip6", imm=_ETH_IPV6)
+    if v4:
+        p.op(_E_JEQ32_K, 0, off="arp", imm=_ETH_ARP)
     p.op(_E_JA, off="pass")
-    for i, (_, vrid) in enumerate(items):
+    if v4:
+        _owner_arp(p, v4)
+    if v6:
+        _owner_nd(p, v6, source6)
+    p.label("pass")
+    p.op(_E_MOV_K, 0, imm=TC_ACT_OK)
+    p.op(_E_EXIT)
+    p.label("drop")
+    p.op(_E_MOV_K, 0, imm=TC_ACT_SHOT)
+    p.op(_E_EXIT)
+    return p.assemble()
+
+
+def _owner_arp(p: _EProg, v4: list[tuple[int, int]]) -> None:
+    p.label("arp")
+    p.op(_E_LDW, imm=_ARP_SPA)
+    for i, (vip, _) in enumerate(v4):
+        p.op(_E_JEQ32_K, 0, off=f"vip{i}", imm=vip)
+    p.op(_E_JA, off="pass")
+    for i, (_, vrid) in enumerate(v4):
         p.label(f"vip{i}")
         p.op(_E_MOV_K, 8, imm=vrid)
         p.op(_E_JA, off="owned")
-    p.label("owned")  # the macvlan's own frames (its virtual MAC as source) pass
+    p.label("owned")
     p.op(_E_MOV_X, 9, 8)
     p.op(_E_OR_K, 9, imm=0x0100)
-    p.op(_E_LDW, imm=_ETH_SRC)
-    p.op(_E_JNE32_K, 0, off="parent", imm=0x00005E00)
-    p.op(_E_LDH, imm=_ETH_SRC + 4)
-    p.op(_E_JEQ32_X, 0, 9, off="pass")
-    p.label("parent")
+    _from_macvlan(p, "arp")
     p.op(_E_LDH, imm=_ARP_OP)
     p.op(_E_JEQ32_K, 0, off="sha", imm=2)  # reply
     p.op(_E_JNE32_K, 0, off="drop", imm=1)  # neither reply nor request
@@ -285,13 +400,39 @@ def owner_program(owned: Mapping[str, int]) -> bytes:
     p.op(_E_OR_K, 9, imm=0x01)
     p.op(_E_STX_H, 10, 9, off=-4)  # bytes 01 VRID
     p.store_bytes(_ARP_SHA, -8, 6)
-    p.label("pass")
-    p.op(_E_MOV_K, 0, imm=TC_ACT_OK)
-    p.op(_E_EXIT)
-    p.label("drop")
-    p.op(_E_MOV_K, 0, imm=TC_ACT_SHOT)
-    p.op(_E_EXIT)
-    return p.assemble()
+
+
+def _owner_nd(p: _EProg, v6: list[tuple[bytes, int]], source6: str | None) -> None:
+    p.label("ip6")  # only a plain ICMPv6 header: no extension header is looked into
+    p.op(_E_LDB, imm=_IP6_NH)
+    p.op(_E_JNE32_K, 0, off="pass", imm=_NH_ICMPV6)
+    p.op(_E_LDB, imm=_ICMP6_TYPE)
+    p.op(_E_JEQ32_K, 0, off="na", imm=136)
+    p.op(_E_JNE32_K, 0, off="pass", imm=135)
+    # neighbor solicitation from an owned VIP: from the parent's other address instead
+    _ne_match(p, _IP6_SRC, v6, "ns")
+    p.label("nsowned")
+    _from_macvlan(p, "ns")
+    if source6 is None:
+        p.op(_E_JA, off="pass")
+    else:
+        _stack_bytes(p, -32, ipaddress.IPv6Address(source6).packed)
+        _rewrite(p, _IP6_SRC, -32, -48, 16, _BPF_F_PSEUDO_HDR)
+    p.label("na")  # neighbor advertisement for an owned VIP: TLLA = 00:00:5e:00:02:VRID
+    _ne_match(p, _NA_TARGET, v6, "na")
+    p.label("naowned")
+    _from_macvlan(p, "na")
+    p.op(_E_LDXW_CTX, 0, 6, off=0)  # skb->len: no option at all teaches nothing
+    p.op(_E_JLT32_K, 0, off="pass", imm=_NA_OPT + 8)
+    p.op(_E_LDH, imm=_NA_OPT)
+    p.op(_E_JNE32_K, 0, off="drop", imm=0x0201)  # first option not a TLLA: never out
+    # the option as a whole (8 bytes, 4-aligned for bpf_csum_diff): 02 01 00 00 5e 00 02 VRID
+    p.op(_E_ST_W, 10, off=-24, imm=0x00000102)
+    p.op(_E_MOV_X, 9, 8)
+    p.op(_E_LSH_K, 9, imm=24)
+    p.op(_E_OR_K, 9, imm=0x0002005E)
+    p.op(_E_STX_W, 10, 9, off=-20)
+    _rewrite(p, _NA_OPT, -24, -16, 8, 0)
 
 
 def load(insns: bytes, name: str = "vrrp_owner_arp") -> int:
@@ -322,7 +463,8 @@ def load(insns: bytes, name: str = "vrrp_owner_arp") -> int:
     return fd
 
 
-def attach_owner(netns: str | None, ifindex: int, owned: Mapping[str, int]) -> None:
+def attach_owner(netns: str | None, ifindex: int, owned: Mapping[str, int],
+                 source6: str | None = None) -> None:
     """Install (or replace in place) the owner filter of the parent ``ifindex``; its
     clsact qdisc must exist (:func:`owner_lines`)."""
     import os
@@ -330,7 +472,7 @@ def attach_owner(netns: str | None, ifindex: int, owned: Mapping[str, int]) -> N
     from agent.backends import nsenter
     from agent.backends.linux import netlink as nl
 
-    fd = load(owner_program(owned))
+    fd = load(owner_program(owned, source6))
     try:
         tcm = struct.pack("=BxHiIII", 0, 0, ifindex, OWNER_HANDLE, 0xFFFFFFF3,  # egress
                           (OWNER_PREF << 16) | 0x0300)  # protocol htons(ETH_P_ALL)
