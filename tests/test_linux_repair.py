@@ -6,9 +6,11 @@ a macvlan deleted and recreated), in real network namespaces."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 
 import pytest
 from inproc import NS, errors, ok
@@ -49,14 +51,15 @@ class Refuser:
         return P()
 
 
-@pytest.fixture
-def env(schema, tmp_path):
-    """Two veth pairs (``eth0``, ``eth1``) in a fresh namespace; ``env.refuser.on = True``
-    makes the next commits fail after the Linux backend applied them."""
+@contextlib.contextmanager
+def refusing_env(schema, tmp_path, *ifnames: str) -> Iterator[Env]:  # noqa: ANN001
+    """veths ``ifnames`` in a fresh namespace, the Linux backend and a later subscriber:
+    ``env.refuser.on = True`` makes the next commits fail after the Linux backend applied
+    them. No drift watcher."""
     with Lab() as lab:
         ns = lab.netns()
-        lab.veth(ns, "eth0")
-        lab.veth(ns, "eth1")
+        for name in ifnames:
+            lab.veth(ns, name)
         backend = LinuxConfig(ns)
         try:
             refuser = Refuser()
@@ -67,6 +70,13 @@ def env(schema, tmp_path):
             yield e
         finally:
             backend.close()
+
+
+@pytest.fixture
+def env(schema, tmp_path):
+    """Two veth pairs (``eth0``, ``eth1``): see :func:`refusing_env`."""
+    with refusing_env(schema, tmp_path, "eth0", "eth1") as e:
+        yield e
 
 
 def snapshot(env: Env, names: list[str]) -> dict:

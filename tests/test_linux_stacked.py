@@ -8,12 +8,8 @@ from __future__ import annotations
 
 import pytest
 from inproc import errors, ok
-from nslab import Lab
 from test_linux_config import Env, eth, ifs, macvlan, v4, v6
-from test_linux_repair import Refuser, assert_same, deleted, fail_commit, snapshot
-
-from agent.backends.linux.config import LinuxConfig
-from agent.server import NetconfServer
+from test_linux_repair import assert_same, deleted, fail_commit, refusing_env, snapshot
 
 MV = ["mv0", "mv1", "mv2"]
 NS_IP = "urn:ietf:params:xml:ns:yang:ietf-ip"
@@ -22,21 +18,9 @@ DELETE = 'xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0" nc:operation="delet
 
 @pytest.fixture
 def env(schema, tmp_path):
-    """``eth0`` (veth) in a fresh namespace, the Linux backend and a later subscriber
-    refusing commits while ``env.refuser.on``; no drift watcher."""
-    with Lab() as lab:
-        ns = lab.netns()
-        lab.veth(ns, "eth0")
-        backend = LinuxConfig(ns)
-        try:
-            refuser = Refuser()
-            server = NetconfServer(schema, tmp_path, subscribers=[backend, refuser])
-            backend.running = lambda: server.datastores["running"].tree
-            e = Env(lab, ns, backend, server)
-            e.refuser = refuser
-            yield e
-        finally:
-            backend.close()
+    """``eth0`` (veth): see :func:`test_linux_repair.refusing_env`."""
+    with refusing_env(schema, tmp_path, "eth0") as e:
+        yield e
 
 
 def stacked(env: Env) -> None:

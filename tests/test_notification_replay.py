@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import pytest
 from lxml import etree
 from ncraw import NC, RawClient, reply_errors, reply_ok
+from test_notifications import next_notification, subscribe
 
 NOTIF = "urn:ietf:params:xml:ns:netconf:notification:1.0"
 NCEVENT = "urn:ietf:params:xml:ns:netmod:notification"
@@ -64,18 +65,9 @@ def ok(c: RawClient, rpc: str) -> None:
     assert reply_ok(r), reply_errors(r)
 
 
-def subscribe(c: RawClient, inner: str = "") -> None:
-    r = c.rpc(f'<create-subscription xmlns="{NOTIF}">{inner}</create-subscription>')
-    assert reply_ok(r), reply_errors(r)
-
-
 def recv(c: RawClient, timeout: float = 10.0) -> etree._Element:
     """The next notification; a reply must not come in between."""
-    if c.notifications:
-        return c.notifications.pop(0)
-    msg = etree.fromstring(c.recv_message(timeout).strip())
-    assert msg.tag == f"{{{NOTIF}}}notification", etree.tostring(msg)
-    return msg
+    return next_notification(c, timeout)
 
 
 def nothing_more(c: RawClient, wait: float = 0.5) -> None:
