@@ -1,17 +1,20 @@
 """Linux backend, configuration → kernel, in real network namespaces (issue #3).
 
-Most tests drive an in-process NetconfServer whose only subscriber is the Linux
-backend working in a throw-away namespace holding a veth pair ``eth0``/``eth0p``;
+Most tests drive an in-process NetconfServer whose subscribers are the Linux backend,
+working in a throw-away namespace holding a veth pair ``eth0``/``eth0p``, and a later
+subscriber that refuses commits while ``env.refuser.on`` (rollback tests);
 one test runs the real agent process over SSH (ncclient).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import logging
 import time
+from collections.abc import Iterator
 
 import pytest
 from inproc import NS, LocalClient, data, errors, ok
@@ -20,6 +23,7 @@ from nslab import Lab, sh
 
 from agent.backends.linux.config import LinuxConfig
 from agent.backends.linux.drift import DriftWatcher
+from agent.protocol.errors import RpcError
 from agent.server import NetconfServer
 
 IF, IP, MV = NS["if"], NS["ip"], NS["mv"]
@@ -96,18 +100,49 @@ class Env:
         return etree.tostring(data(self.c.get_config()), method="c14n")
 
 
-@pytest.fixture
-def env(schema, tmp_path):
+class Refuser:
+    """A later subscriber that refuses every commit (while ``on``): the Linux backend's
+    changes are then undone."""
+
+    name = "refuser"
+    on = False
+
+    def prepare(self, old, new):  # noqa: ANN001, ANN201
+        refuser = self
+
+        class P:
+            def apply(self):  # noqa: ANN202
+                if refuser.on:
+                    raise RpcError("operation-failed", "refused by a later backend")
+                return lambda: None
+        return P()
+
+
+@contextlib.contextmanager
+def refusing_env(schema, tmp_path, *ifnames: str) -> Iterator[Env]:  # noqa: ANN001
+    """veths ``ifnames`` in a fresh namespace, the Linux backend and a later subscriber:
+    ``env.refuser.on = True`` makes the next commits fail after the Linux backend applied
+    them. No drift watcher (``backend.running`` is set for explicit reconciles)."""
     with Lab() as lab:
         ns = lab.netns()
-        lab.veth(ns, "eth0")
+        for name in ifnames:
+            lab.veth(ns, name)
         backend = LinuxConfig(ns)
         try:
-            server = NetconfServer(schema, tmp_path, subscribers=[backend])
+            refuser = Refuser()
+            server = NetconfServer(schema, tmp_path, subscribers=[backend, refuser])
             backend.running = lambda: server.datastores["running"].tree
-            yield Env(lab, ns, backend, server)
+            e = Env(lab, ns, backend, server)
+            e.refuser = refuser
+            yield e
         finally:
             backend.close()
+
+
+@pytest.fixture
+def env(schema, tmp_path):
+    with refusing_env(schema, tmp_path, "eth0") as e:
+        yield e
 
 
 # ------------------------------------------------------------------ config reaches the kernel
@@ -318,38 +353,18 @@ def test_link_vanishing_between_prepare_and_apply_rolls_back(env):
     assert env.running() == running
 
 
-def test_later_subscriber_failure_undoes_kernel_changes(schema, tmp_path):
-    from agent.protocol.errors import RpcError
-
-    class Refuser:
-        name = "refuser"
-
-        def prepare(self, old, new):  # noqa: ANN001, ANN201
-            class P:
-                def apply(self):  # noqa: ANN202
-                    raise RpcError("operation-failed", "refused by a later backend")
-            return P()
-
-    with Lab() as lab:
-        ns = lab.netns()
-        lab.veth(ns, "eth0")
-        backend = LinuxConfig(ns)
-        try:
-            server = NetconfServer(schema, tmp_path, subscribers=[backend])
-            env = Env(lab, ns, backend, server)
-            assert ok(env.edit(ifs(eth("eth0", v4(addr("192.0.2.1", 24))), macvlan("mv0"))))
-            before, running = env.kernel(), env.running()
-            server.datastores.subscribers.append(Refuser())
-            r = env.edit(ifs(eth("eth0", "<enabled>false</enabled>"
-                                 + v4("<mtu>1400</mtu>" + addr("192.0.2.2", 24))),
-                             macvlan("mv1", mode="bridge"),
-                             f'<interface xmlns:nc="{NS["nc"]}" nc:operation="delete">'
-                             "<name>mv0</name></interface>"))
-            assert errors(r)[0]["error-message"] == "refused by a later backend"
-            assert env.link("mv1") is None and env.link("mv0") is not None
-            assert env.kernel() == before and env.running() == running
-        finally:
-            backend.close()
+def test_later_subscriber_failure_undoes_kernel_changes(env):
+    assert ok(env.edit(ifs(eth("eth0", v4(addr("192.0.2.1", 24))), macvlan("mv0"))))
+    before, running = env.kernel(), env.running()
+    env.refuser.on = True
+    r = env.edit(ifs(eth("eth0", "<enabled>false</enabled>"
+                         + v4("<mtu>1400</mtu>" + addr("192.0.2.2", 24))),
+                     macvlan("mv1", mode="bridge"),
+                     f'<interface xmlns:nc="{NS["nc"]}" nc:operation="delete">'
+                     "<name>mv0</name></interface>"))
+    assert errors(r)[0]["error-message"] == "refused by a later backend"
+    assert env.link("mv1") is None and env.link("mv0") is not None
+    assert env.kernel() == before and env.running() == running
 
 
 # ------------------------------------------------------------------ idempotence
@@ -614,56 +629,38 @@ def test_unrepairable_sysctl_drift_is_not_retried_in_a_loop(env, caplog):
 
 
 # ------------------------------------------------------------------ large rollback (#3)
-def test_rollback_of_large_create_is_batched(schema, tmp_path, monkeypatch):
+def test_rollback_of_large_create_is_batched(env, monkeypatch):
     """Undoing 200 created macvlans (and their addresses) deletes them with one link-group
     request, not one RTM_DELLINK (~18 ms RCU wait) each; the kernel ends exactly as before."""
     from agent.backends.linux import netlink, rtnl
-    from agent.protocol.errors import RpcError
 
-    class Refuser:
-        name = "refuser"
+    env.refuser.on = True
+    before, running = env.kernel(), env.running()
+    n_before = len(env.lab.ip_json(env.ns, "link", "show"))
+    dellinks: list[int] = []
+    undo_time: list[float] = []
+    real_batch, real_undo = rtnl.RtnlSocket.batch, type(env.backend.executor).undo
 
-        def prepare(self, old, new):  # noqa: ANN001, ANN201
-            class P:
-                def apply(self):  # noqa: ANN202
-                    raise RpcError("operation-failed", "injected failure")
-            return P()
+    def spy_batch(self, reqs):  # noqa: ANN001, ANN202
+        dellinks.extend(1 for r in reqs if r.type == netlink.RTM_DELLINK)
+        return real_batch(self, reqs)
 
-    with Lab() as lab:
-        ns = lab.netns()
-        lab.veth(ns, "eth0")
-        backend = LinuxConfig(ns)
-        try:
-            server = NetconfServer(schema, tmp_path, subscribers=[backend, Refuser()])
-            env = Env(lab, ns, backend, server)
-            before, running = env.kernel(), env.running()
-            n_before = len(lab.ip_json(ns, "link", "show"))
-            dellinks: list[int] = []
-            undo_time: list[float] = []
-            real_batch, real_undo = rtnl.RtnlSocket.batch, type(backend.executor).undo
+    def timed_undo(self, done, names):  # noqa: ANN001, ANN202
+        t0 = time.monotonic()
+        dellinks.clear()
+        real_undo(self, done, names)
+        undo_time.append(time.monotonic() - t0)
 
-            def spy_batch(self, reqs):  # noqa: ANN001, ANN202
-                dellinks.extend(1 for r in reqs if r.type == netlink.RTM_DELLINK)
-                return real_batch(self, reqs)
-
-            def timed_undo(self, done, names):  # noqa: ANN001, ANN202
-                t0 = time.monotonic()
-                dellinks.clear()
-                real_undo(self, done, names)
-                undo_time.append(time.monotonic() - t0)
-
-            monkeypatch.setattr(rtnl.RtnlSocket, "batch", spy_batch)
-            monkeypatch.setattr(type(backend.executor), "undo", timed_undo)
-            cfg = ifs(eth("eth0"), *(macvlan(f"mv{i}", mode="bridge",
-                                             body=v4(addr(f"10.{i // 250}.{i % 250}.1", 24)))
-                                     for i in range(200)))
-            r = env.edit(cfg)
-            assert errors(r)[0]["error-message"] == "injected failure"
-            print(f"undo of 200 macvlan creates + 200 addresses: {undo_time[0]:.3f} s, "
-                  f"{len(dellinks)} RTM_DELLINK")
-            assert len(dellinks) == 1
-            assert undo_time[0] < 5.0
-            assert len(lab.ip_json(ns, "link", "show")) == n_before
-            assert env.kernel() == before and env.running() == running
-        finally:
-            backend.close()
+    monkeypatch.setattr(rtnl.RtnlSocket, "batch", spy_batch)
+    monkeypatch.setattr(type(env.backend.executor), "undo", timed_undo)
+    cfg = ifs(eth("eth0"), *(macvlan(f"mv{i}", mode="bridge",
+                                     body=v4(addr(f"10.{i // 250}.{i % 250}.1", 24)))
+                             for i in range(200)))
+    r = env.edit(cfg)
+    assert errors(r)[0]["error-message"] == "refused by a later backend"
+    print(f"undo of 200 macvlan creates + 200 addresses: {undo_time[0]:.3f} s, "
+          f"{len(dellinks)} RTM_DELLINK")
+    assert len(dellinks) == 1
+    assert undo_time[0] < 5.0
+    assert len(env.lab.ip_json(env.ns, "link", "show")) == n_before
+    assert env.kernel() == before and env.running() == running

@@ -6,21 +6,16 @@ a macvlan deleted and recreated), in real network namespaces."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
-from collections.abc import Iterator
 
 import pytest
 from inproc import NS, errors, ok
-from nslab import Lab, sh
-from test_linux_config import Env, addr, eth, ifs, macvlan, v4, v6
+from nslab import sh
+from test_linux_config import Env, addr, eth, ifs, macvlan, refusing_env, v4, v6
 
-from agent.backends.linux.config import LinuxConfig
 from agent.backends.linux.drift import DriftWatcher
-from agent.protocol.errors import RpcError
-from agent.server import NetconfServer
 
 DELETE = f'xmlns:nc="{NS["nc"]}" nc:operation="delete"'
 
@@ -31,45 +26,6 @@ def neigh(ip: str, mac: str) -> str:
 
 def deleted(name: str) -> str:
     return f"<interface {DELETE}><name>{name}</name></interface>"
-
-
-class Refuser:
-    """A later subscriber that refuses every commit (while ``on``): the Linux backend's
-    changes are then undone."""
-
-    name = "refuser"
-    on = False
-
-    def prepare(self, old, new):  # noqa: ANN001, ANN201
-        refuser = self
-
-        class P:
-            def apply(self):  # noqa: ANN202
-                if refuser.on:
-                    raise RpcError("operation-failed", "refused by a later backend")
-                return lambda: None
-        return P()
-
-
-@contextlib.contextmanager
-def refusing_env(schema, tmp_path, *ifnames: str) -> Iterator[Env]:  # noqa: ANN001
-    """veths ``ifnames`` in a fresh namespace, the Linux backend and a later subscriber:
-    ``env.refuser.on = True`` makes the next commits fail after the Linux backend applied
-    them. No drift watcher."""
-    with Lab() as lab:
-        ns = lab.netns()
-        for name in ifnames:
-            lab.veth(ns, name)
-        backend = LinuxConfig(ns)
-        try:
-            refuser = Refuser()
-            server = NetconfServer(schema, tmp_path, subscribers=[backend, refuser])
-            backend.running = lambda: server.datastores["running"].tree
-            e = Env(lab, ns, backend, server)
-            e.refuser = refuser
-            yield e
-        finally:
-            backend.close()
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 from inproc import errors, ok
-from test_linux_config import Env, eth, ifs, macvlan, v4, v6
-from test_linux_repair import assert_same, deleted, fail_commit, refusing_env, snapshot
+from test_linux_config import Env, eth, ifs, macvlan, refusing_env, v4, v6
+from test_linux_repair import assert_same, deleted, fail_commit, snapshot
 
 MV = ["mv0", "mv1", "mv2"]
 NS_IP = "urn:ietf:params:xml:ns:yang:ietf-ip"
@@ -18,7 +18,7 @@ DELETE = 'xmlns:nc="urn:ietf:params:xml:ns:netconf:base:1.0" nc:operation="delet
 
 @pytest.fixture
 def env(schema, tmp_path):
-    """``eth0`` (veth): see :func:`test_linux_repair.refusing_env`."""
+    """``eth0`` (veth): see :func:`test_linux_config.refusing_env`."""
     with refusing_env(schema, tmp_path, "eth0") as e:
         yield e
 
