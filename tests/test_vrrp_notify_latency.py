@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import queue
 import select
 import socket
@@ -44,6 +43,7 @@ from test_vrrp_netconf import CFG, INSTANCE_FILTER, VIP, instance_state, routers
 from vrrplab import iface_xml, inst, wait
 
 from agent.backends.nsenter import in_netns
+from agent.backends.vrrp.wakeup import Wakeup
 
 __all__ = ["routers"]  # the two-agent fixture, reused from test_vrrp_netconf
 
@@ -99,7 +99,7 @@ class KernelWatch:
         for ns in routers:
             self._socks[in_netns(ns, self._netlink)] = ns
         self._socks[in_netns(lan, self._packet)] = None
-        self._wake_r, self._wake_w = os.pipe()
+        self._wakeup = Wakeup()
         self._thread = threading.Thread(target=self._run, daemon=True, name="kernel-watch")
         self._thread.start()
 
@@ -118,9 +118,9 @@ class KernelWatch:
 
     def _run(self) -> None:
         while True:
-            ready, _, _ = select.select([self._wake_r, *self._socks], [], [])
+            ready, _, _ = select.select([self._wakeup.fd, *self._socks], [], [])
             now = time.time()
-            if self._wake_r in ready:
+            if self._wakeup.fd in ready:
                 return
             for s in ready:
                 ns = self._socks[s]
@@ -149,12 +149,11 @@ class KernelWatch:
             return min((t for t, a in self.adverts if a == src and t > after), default=None)
 
     def close(self) -> None:
-        os.write(self._wake_w, b"x")
+        self._wakeup.wake()
         self._thread.join(5)
         for s in self._socks:
             s.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self._wakeup.close()
 
 
 class Arrivals(SessionListener):

@@ -32,6 +32,7 @@ from agent.backends.vrrp.configured import (
 )
 from agent.backends.vrrp.names import parse_instance_name
 from agent.backends.vrrp.packets import ROUTER_ERRORS, Counters
+from agent.backends.vrrp.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +233,7 @@ class FifoReader:
         self.on_line = on_line
         self._fd: int | None = None
         self._ino: int | None = None
-        self._wake_r, self._wake_w = os.pipe()
+        self._wakeup = Wakeup()
         self._stop = False
         self._thread: threading.Thread | None = None
         self.lines = 0
@@ -244,15 +245,11 @@ class FifoReader:
 
     def stop(self) -> None:
         self._stop = True
-        os.write(self._wake_w, b"x")
+        self._wakeup.wake()
         if self._thread is not None:
             self._thread.join(5)
         self._close()
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self._wakeup.close()
 
     def _open(self) -> None:
         """Open the FIFO (creating it when keepalived has not yet) read-write: never EOF."""
@@ -285,7 +282,7 @@ class FifoReader:
     def _run(self) -> None:
         buf = b""
         while not self._stop:
-            fds = [self._wake_r] + ([self._fd] if self._fd is not None else [])
+            fds = [self._wakeup.fd] + ([self._fd] if self._fd is not None else [])
             try:
                 ready, _, _ = select.select(fds, [], [], 0.5)
             except (OSError, ValueError):  # pragma: no cover

@@ -18,7 +18,6 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import logging
-import os
 import select
 import socket
 import struct
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 
 from agent.backends.nsenter import in_netns
 from agent.backends.vrrp.configured import ConfigIndex, Key
+from agent.backends.vrrp.wakeup import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -377,7 +377,7 @@ class PacketWatcher:
         self.counters = Counters()
         self.lock = threading.Lock()
         self._socks: list[tuple[int, socket.socket]] = []
-        self._wake_r, self._wake_w = os.pipe()
+        self._wakeup = Wakeup()
         self._thread: threading.Thread | None = None
         self._stop = False
 
@@ -390,23 +390,19 @@ class PacketWatcher:
 
     def stop(self) -> None:
         self._stop = True
-        os.write(self._wake_w, b"x")
+        self._wakeup.wake()
         if self._thread is not None:
             self._thread.join(5)
         for _, s in self._socks:
             s.close()
         self._socks.clear()
-        for fd in (self._wake_r, self._wake_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        self._wakeup.close()
 
     def _run(self) -> None:
         fams = {s.fileno(): (fam, s) for fam, s in self._socks}
         while not self._stop:
             try:
-                ready, _, _ = select.select([*fams, self._wake_r], [], [], 1.0)
+                ready, _, _ = select.select([*fams, self._wakeup.fd], [], [], 1.0)
             except (OSError, ValueError):
                 return
             for fd in ready:
