@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from lxml import etree
 from ncraw import BASE_10, BASE_11, NC, reply_errors
+from polling import poll as wait_for
 from pyang import context as pyang_context
 from pyang import error as pyang_error
 from pyang import repository as pyang_repository
@@ -56,15 +55,6 @@ def descriptions(data: etree._Element | None) -> dict[str, str]:
         i.findtext(f"{{{IF}}}name"): i.findtext(f"{{{IF}}}description")
         for i in data.iterfind(f"{{{IF}}}interfaces/{{{IF}}}interface")
     }
-
-
-def wait_for(pred, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -11,6 +11,7 @@ import time
 import paramiko
 import pytest
 from lxml import etree
+from polling import poll as eventually
 from test_edit_config import (
     BASE,
     IFX,
@@ -75,15 +76,6 @@ def lock_holder(c, target: str) -> str | None:
         namespaces={"m": NCM},
     )
     return str(held[0]) if held else None
-
-
-def eventually(cond, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
 
 
 def channel_closed(client, timeout: float = 5.0) -> bool:

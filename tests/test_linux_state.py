@@ -20,6 +20,7 @@ from datetime import datetime
 import pytest
 from lxml import etree
 from nslab import Lab, sh
+from polling import wait as wait_for
 
 from agent.app import BackendContext
 from agent.backends.linux import state as linux_state
@@ -135,17 +136,6 @@ def parse_time(value: str) -> datetime:
     t = datetime.fromisoformat(value)
     assert t.tzinfo is not None, value
     return t
-
-
-def wait_for(fn, timeout: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 # ---- the leaves -------------------------------------------------------------------------------

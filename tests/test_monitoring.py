@@ -4,13 +4,13 @@ RFC 7895) over real SSH sessions, checked against the hello and against pyang.""
 from __future__ import annotations
 
 import re
-import time
 from pathlib import Path
 from urllib.parse import parse_qs
 
 import pytest
 from lxml import etree
 from ncraw import NC, reply_errors
+from polling import poll as wait_for
 from pyang import context as pyang_context
 from pyang import repository as pyang_repository
 from pyang import yang_parser
@@ -123,15 +123,6 @@ def parse_yang(text: str):
     st = yang_parser.YangParser().parse(ctx, "get-schema", text)
     assert st is not None, ctx.errors
     return st
-
-
-def wait_for(pred, timeout: float = 5.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v or time.monotonic() > deadline:
-            return v
-        time.sleep(0.05)
 
 
 def module_caps(caps: list[str]) -> dict[str, dict[str, object]]:

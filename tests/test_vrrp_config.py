@@ -12,7 +12,8 @@ import pytest
 from inproc import NS
 from lxml import etree
 from nslab import Lab
-from vrrplab import VrrpLab, iface_xml, inst, keepalived_reloads, wait
+from polling import wait
+from vrrplab import VrrpLab, iface_xml, inst, keepalived_reloads
 
 from agent.backends.vrrp import model, render, validate
 from agent.backends.vrrp.keepalived import KeepalivedRefused

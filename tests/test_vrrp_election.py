@@ -11,7 +11,8 @@ import signal
 import time
 
 import pytest
-from vrrplab import VrrpLab, iface_xml, inst, keepalived_reloads, neigh_mac, ping, wait
+from polling import wait
+from vrrplab import VrrpLab, iface_xml, inst, keepalived_reloads, neigh_mac, ping
 
 VIP = "192.0.2.254"
 

@@ -14,7 +14,8 @@ from agentproc import AgentProcess
 from inproc import NS
 from lxml import etree
 from nslab import Lab
-from vrrplab import iface_xml, inst, wait
+from polling import wait
+from vrrplab import iface_xml, inst
 
 VIP = "192.0.2.254"
 CFG = f'<config xmlns="{NS["nc"]}">{{}}</config>'

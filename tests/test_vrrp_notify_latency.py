@@ -39,8 +39,9 @@ from inproc import NS
 from lxml import etree
 from ncclient.transport import SessionListener
 from nslab import sh
+from polling import wait
 from test_vrrp_netconf import CFG, INSTANCE_FILTER, VIP, instance_state, routers, v3
-from vrrplab import iface_xml, inst, wait
+from vrrplab import iface_xml, inst
 
 from agent.backends.nsenter import in_netns
 from agent.backends.vrrp.wakeup import Wakeup

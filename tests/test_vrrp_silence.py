@@ -18,7 +18,8 @@ import time
 from collections.abc import Iterable
 
 import pytest
-from vrrplab import VrrpLab, iface_xml, inst, neigh_mac, ping, wait
+from polling import wait
+from vrrplab import VrrpLab, iface_xml, inst, neigh_mac, ping
 
 from agent.backends.vrrp import egress
 from agent.backends.vrrp.names import vmac_address, vmac_ifname

@@ -102,9 +102,9 @@ def test_new_master_notification_within_200ms(lab):
         lab.ka2.stop(timeout=10)
         first = wait_for(lambda: next((t for t, src, vrid, prio in sniff.seen
                                        if src == "10.0.0.1" and vrid == 10 and prio > 0
-                                       and t >= t_stop), None), timeout=5, interval=0.005)
+                                       and t >= t_stop), None), timeout=5, step=0.005)
         wait_for(lambda: len(lab.bus.named("vrrp-new-master-event")) > before, timeout=2,
-                 interval=0.005)
+                 step=0.005)
         arrival, _, content = lab.bus.named("vrrp-new-master-event")[before]
         print(f"new-master notification {arrival - first:+.3f} s from the first advert")
         assert abs(arrival - first) <= 0.2, (arrival, first)

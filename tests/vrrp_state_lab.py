@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lxml import etree
+from polling import wait as wait_for
 
 from agent.backends.nsenter import in_netns
 from agent.backends.vrrp.keepalived import Keepalived
@@ -321,14 +322,3 @@ def instance(data: etree._Element, family: int, vrid: int) -> etree._Element:
 
 def leaf(e: etree._Element, path: str) -> str | None:
     return e.findtext(path, namespaces=NS)
-
-
-def wait_for(pred, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(interval)

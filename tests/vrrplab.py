@@ -17,7 +17,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 from inproc import NS, LocalClient, ok
@@ -102,18 +102,6 @@ def iface_xml(name: str, v4: Iterable[str] = (), instances4: Iterable[str] = (),
     return (f'<interfaces xmlns="{IF_NS}"><interface{attr}><name>{name}</name>'
             f'<type xmlns:ianaift="{NS["ianaift"]}">ianaift:ethernetCsmacd</type>'
             f"{v4x}{v6x}</interface></interfaces>")
-
-
-def wait(pred: Callable[[], object], timeout: float = 10.0, step: float = 0.05,
-         what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(step)
 
 
 class Router:

@@ -22,7 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from vrrplab import VrrpLab, iface_xml, inst, wait  # noqa: E402
+from polling import wait  # noqa: E402
+from vrrplab import VrrpLab, iface_xml, inst  # noqa: E402
 
 from agent.backends.linux.netns import open_iproute  # noqa: E402
 from agent.backends.vrrp.names import vmac_ifname  # noqa: E402
