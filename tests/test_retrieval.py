@@ -842,13 +842,13 @@ _PREFIXES = {"if": IF, "ip": IP, "ncm": NCM, "ietf-interfaces": IF}
 def test_xpath_names_wanted(select, expected):
     """Which interfaces an XPath filter can select, proved from its form; anything else
     reads every link (``None``)."""
-    from agent.rpc.retrieve import xpath_names_wanted
+    from agent.datastore.filter_hints import xpath_names_wanted
 
     assert xpath_names_wanted(select, _PREFIXES) == expected
 
 
 def test_subtree_names_wanted_unites_sibling_filters():
-    from agent.rpc.retrieve import _names_wanted
+    from agent.datastore.filter_hints import names_wanted as _names_wanted
 
     def spec(xml: str) -> list:
         return list(etree.fromstring(f'<filter xmlns:if="{IF}">{xml}</filter>'))
