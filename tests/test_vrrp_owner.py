@@ -15,6 +15,7 @@ import pytest
 from agentproc import AgentProcess
 from lxml import etree
 from nslab import Lab
+from polling import wait
 from vrrplab import (
     ArpCapture,
     NdCapture,
@@ -27,7 +28,6 @@ from vrrplab import (
     send_arp,
     send_na,
     vrrp_state,
-    wait,
 )
 
 from agent.backends.vrrp.names import vmac_address, vmac_ifname
